@@ -1,0 +1,317 @@
+// The thin pybind11 layer: checks shapes (std::invalid_argument -> ValueError), allocates outputs,
+// releases the GIL and calls the kernels. Arrays are taken with noconvert(): a float32/float64
+// C-contiguous NumPy array is used in place; anything else is refused here (the Python layer in
+// rnnkit.functional validates first and gives the detailed message).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include "core.h"
+#include "gru.h"
+#include "lstm.h"
+#include "rnn.h"
+
+namespace py = pybind11;
+using rnnkit::Index;
+
+namespace {
+
+template <typename T>
+using Arr = py::array_t<T, py::array::c_style>;
+template <typename T>
+using OptArr = std::optional<Arr<T>>;
+using Mask = std::optional<py::array_t<bool, py::array::c_style>>;
+
+std::string shape_str(const std::vector<Index>& s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << (s.size() == 1 ? ",)" : ")");
+  return o.str();
+}
+
+// Requires `a` to have exactly the shape `want`.
+void check_shape(const py::array& a, const std::vector<Index>& want, const char* name) {
+  std::vector<Index> got(a.shape(), a.shape() + a.ndim());
+  rnnkit::require(got == want, std::string(name) + ": expected shape " + shape_str(want) +
+                                   ", got " + shape_str(got));
+}
+
+template <typename T>
+const T* ptr(const OptArr<T>& a) {
+  return a ? a->data() : nullptr;
+}
+template <typename T>
+T* mptr(OptArr<T>& a) {
+  return a ? a->mutable_data() : nullptr;
+}
+
+template <typename T>
+void check_opt(const OptArr<T>& a, const std::vector<Index>& want, const char* name) {
+  if (a) check_shape(*a, want, name);
+}
+
+// Sizes from x: [T, N, C] and w_hh: [G*H, H]; checks every weight against them.
+template <typename T>
+rnnkit::Dims dims_of(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                     const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index G) {
+  rnnkit::require(x.ndim() == 3, "x: expected 3 dimensions [T, N, C], got " +
+                                     std::to_string(x.ndim()));
+  rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions [G*H, H]");
+  rnnkit::Dims d{x.shape(0), x.shape(1), x.shape(2), w_hh.shape(1)};
+  rnnkit::require(d.T > 0 && d.N > 0 && d.C > 0 && d.H > 0,
+                  "x and w_hh: every size (T, N, C, H) must be at least 1");
+  check_shape(w_hh, {G * d.H, d.H}, "w_hh");
+  check_shape(w_ih, {G * d.H, d.C}, "w_ih");
+  check_opt(b_ih, {G * d.H}, "b_ih");
+  check_opt(b_hh, {G * d.H}, "b_hh");
+  return d;
+}
+
+const bool* mask_ptr(const Mask& mask, const rnnkit::Dims& d) {
+  if (!mask) return nullptr;
+  check_shape(*mask, {d.T, d.N}, "mask");
+  return mask->data();
+}
+
+template <typename T>
+Arr<T> empty(const std::vector<Index>& shape) {
+  return Arr<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+// ----------------------------------- LSTM -----------------------------------------------------
+
+template <typename T>
+py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
+                       const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
+                       const OptArr<T>& b_hh, const Mask& mask, bool reverse, bool zero_masked) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4);
+  check_opt(h0, {d.N, d.H}, "h0");
+  check_opt(c0, {d.N, d.H}, "c0");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  auto y = empty<T>({d.T, d.N, d.H});
+  auto S = empty<T>({d.T + 1, d.N, d.H});
+  auto Cs = empty<T>({d.T + 1, d.N, d.H});
+  auto gates = empty<T>({d.T, d.N, 4 * d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::lstm_forward<T>(d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
+                            {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()});
+  }
+  return py::make_tuple(y, S, Cs, gates);
+}
+
+template <typename T>
+py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask,
+                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
+                        const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
+  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+  check_shape(Cs, {d.T + 1, d.N, d.H}, "cache.c_states");
+  check_shape(gates, {d.T, d.N, 4 * d.H}, "cache.gates");
+  check_shape(dy, {d.T, d.N, d.H}, "dy");
+  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  check_opt(dc_n, {d.N, d.H}, "dc_n");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dh0 = empty<T>({d.N, d.H});
+  auto dc0 = empty<T>({d.N, d.H});
+  auto dw_ih = empty<T>({4 * d.H, d.C});
+  auto dw_hh = empty<T>({4 * d.H, d.H});
+  auto db = empty<T>({4 * d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> dG(d.T * d.N, 4 * d.H);
+    rnnkit::lstm_backward<T>(d, x.data(), w, opt,
+                             {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()}, dy.data(),
+                             ptr(dh_n), ptr(dc_n), dG.data(), dx.mutable_data(), dh0.mutable_data(),
+                             dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
+                             db.mutable_data());
+  }
+  return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db);
+}
+
+// ----------------------------------- GRU ------------------------------------------------------
+
+template <typename T>
+py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                      const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, bool reverse,
+                      bool zero_masked) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
+  check_opt(h0, {d.N, d.H}, "h0");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  auto y = empty<T>({d.T, d.N, d.H});
+  auto S = empty<T>({d.T + 1, d.N, d.H});
+  auto gates = empty<T>({d.T, d.N, 3 * d.H});
+  auto hn = empty<T>({d.T, d.N, d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> gh(d.N, 3 * d.H);
+    rnnkit::gru_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
+                           {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, gh.data());
+  }
+  return py::make_tuple(y, S, gates, hn);
+}
+
+template <typename T>
+py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask,
+                       bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
+                       const Arr<T>& dy, const OptArr<T>& dh_n) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
+  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+  check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
+  check_shape(hn, {d.T, d.N, d.H}, "cache.hn");
+  check_shape(dy, {d.T, d.N, d.H}, "dy");
+  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dh0 = empty<T>({d.N, d.H});
+  auto dw_ih = empty<T>({3 * d.H, d.C});
+  auto dw_hh = empty<T>({3 * d.H, d.H});
+  auto db_ih = empty<T>({3 * d.H});
+  auto db_hh = empty<T>({3 * d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> dGx(d.T * d.N, 3 * d.H), dGh(d.T * d.N, 3 * d.H);
+    rnnkit::gru_backward<T>(d, x.data(), w, opt,
+                            {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, dy.data(),
+                            ptr(dh_n), dGx.data(), dGh.data(), dx.mutable_data(), dh0.mutable_data(),
+                            dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
+                            db_hh.mutable_data());
+  }
+  return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
+}
+
+// ----------------------------------- Elman RNN ------------------------------------------------
+
+rnnkit::Nonlinearity parse_act(const std::string& s) {
+  if (s == "tanh") return rnnkit::Nonlinearity::Tanh;
+  if (s == "relu") return rnnkit::Nonlinearity::Relu;
+  throw std::invalid_argument("nonlinearity: expected 'tanh' or 'relu', got '" + s + "'");
+}
+
+template <typename T>
+py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                      const OptArr<T>& b_ih, const OptArr<T>& b_hh, const std::string& act,
+                      const Mask& mask, bool reverse, bool zero_masked) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 1);
+  check_opt(h0, {d.N, d.H}, "h0");
+  const auto a = parse_act(act);
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  auto y = empty<T>({d.T, d.N, d.H});
+  auto S = empty<T>({d.T + 1, d.N, d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::rnn_forward<T>(d, x.data(), ptr(h0), w, a, opt, y.mutable_data(), S.mutable_data());
+  }
+  return py::make_tuple(y, S);
+}
+
+template <typename T>
+py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                       const std::string& act, const Mask& mask, bool reverse, bool zero_masked,
+                       const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 1);
+  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+  check_shape(dy, {d.T, d.N, d.H}, "dy");
+  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  const auto a = parse_act(act);
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dh0 = empty<T>({d.N, d.H});
+  auto dw_ih = empty<T>({d.H, d.C});
+  auto dw_hh = empty<T>({d.H, d.H});
+  auto db = empty<T>({d.H});
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> dG(d.T * d.N, d.H);
+    rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.data(),
+                            dx.mutable_data(), dh0.mutable_data(), dw_ih.mutable_data(),
+                            dw_hh.mutable_data(), db.mutable_data());
+  }
+  return py::make_tuple(dx, dh0, dw_ih, dw_hh, db);
+}
+
+template <typename T>
+void def_kernels(py::module_& m) {
+  m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
+        py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
+        py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(),
+        py::arg("reverse"), py::arg("zero_masked"));
+  m.def("lstm_backward", &lstm_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
+        py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
+        py::arg("dc_n").noconvert());
+  m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
+        py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
+        py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("zero_masked"));
+  m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
+        py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
+  m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
+        py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
+        py::arg("b_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(),
+        py::arg("reverse"), py::arg("zero_masked"));
+  m.def("rnn_backward", &rnn_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(),
+        py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
+}
+
+std::string simd_level() {
+#if defined(__AVX512F__)
+  return "AVX512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "AVX2+FMA";
+#elif defined(__AVX2__)
+  return "AVX2";
+#elif defined(__AVX__)
+  return "AVX";
+#elif defined(__SSE4_2__)
+  return "SSE4.2";
+#elif defined(__SSE2__) || defined(_M_X64)
+  return "SSE2";
+#elif defined(__ARM_NEON)
+  return "NEON";
+#else
+  return "none";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnnkit's compiled kernels (private: use rnnkit.functional).";
+  def_kernels<float>(m);
+  def_kernels<double>(m);
+  m.def("set_num_threads", &rnnkit::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &rnnkit::num_threads);
+  m.def("build_info", []() {
+    py::dict info;
+    info["simd"] = simd_level();
+    info["eigen_simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+#ifdef _OPENMP
+    info["openmp"] = true;
+#else
+    info["openmp"] = false;
+#endif
+    info["num_threads"] = rnnkit::num_threads();
+    info["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." +
+                            std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                            std::to_string(EIGEN_MINOR_VERSION);
+    return info;
+  });
+}

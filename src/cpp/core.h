@@ -1,0 +1,273 @@
+// rnnkit core: the types, activations, checks and threading policy shared by every cell.
+//
+// Conventions used across src/cpp:
+//   T  time steps, N batch, C input features, H hidden units, G gates (RNN 1, GRU 3, LSTM 4).
+//   All buffers are C-contiguous (row-major). Sequences are time-major, x: [T, N, C].
+//   Weights follow PyTorch: w_ih: [G*H, C], w_hh: [G*H, H], biases [G*H].
+//   State buffers S: [T+1, N, H] hold the initial state and the state after every step, laid out so
+//   that the state *before* time t is one contiguous block (see StateIndex below).
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <immintrin.h>
+#define RNNKIT_HAS_MXCSR 1
+#endif
+
+namespace rnnkit {
+
+using Index = Eigen::Index;
+
+// Row-major dynamic matrix and its maps: the only matrix types the kernels use.
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using MatMap = Eigen::Map<Mat<T>>;
+template <typename T>
+using CMatMap = Eigen::Map<const Mat<T>>;
+template <typename T>
+using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+template <typename T>
+using RowVecMap = Eigen::Map<RowVec<T>>;
+template <typename T>
+using CRowVecMap = Eigen::Map<const RowVec<T>>;
+
+// Sizes of one recurrent call: x: [T, N, C], hidden [N, H].
+struct Dims {
+  Index T = 0, N = 0, C = 0, H = 0;
+};
+
+// Throws std::invalid_argument (ValueError in Python) when `ok` is false.
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// Where the state before / after time t lives in S: [T+1, N, H].
+//   forward:  S[0] = h0,  state after t at S[t+1]  ->  before(t) = t,     after(t) = t+1
+//   reverse:  S[T] = h0,  state after t at S[t]    ->  before(t) = t+1,   after(t) = t
+// so the states *before* every step, Hprev: [T, N, H], are the contiguous block S[before(0) ...].
+struct StateIndex {
+  Index T;
+  bool reverse;
+  Index before(Index t) const { return reverse ? t + 1 : t; }
+  Index after(Index t) const { return reverse ? t : t + 1; }
+  Index initial() const { return reverse ? T : 0; }
+  Index final() const { return reverse ? 0 : T; }
+  // first row block of Hprev (the states before each step, indexed by time)
+  Index hprev_block() const { return reverse ? 1 : 0; }
+  // time index of the k-th processed step
+  Index time_of(Index k) const { return reverse ? T - 1 - k : k; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Activations on Eigen arrays. Eigen 3.4 vectorises tanh, exp and logistic for float (AVX2/FMA).
+// ---------------------------------------------------------------------------------------------
+
+// sigma(x) = 1 / (1 + exp(-x))
+template <typename Derived>
+inline auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  return x.logistic();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threading policy.
+//   * Eigen's GEMM runs on OpenMP threads (Eigen::nbThreads(), default omp_get_max_threads(),
+//     which honours OMP_NUM_THREADS); rnnkit.set_num_threads sets both.
+//   * Our own pointwise passes split the batch rows across threads only when a step carries
+//     enough work, and never inside a GEMM (they run between GEMMs), so nothing nests.
+// ---------------------------------------------------------------------------------------------
+
+inline int num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline void set_num_threads(int n) {
+  require(n >= 1, "num_threads must be >= 1, got " + std::to_string(n));
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+}
+
+// Minimum pointwise work (elements) per step before the row pass is split across threads.
+constexpr Index kParallelPointwiseMin = 16384;
+
+// Runs fn(r0, r1) over the rows [0, rows) in contiguous chunks, in parallel when
+// rows * cols_work >= kParallelPointwiseMin and more than one thread is allowed.
+template <typename Fn>
+inline void for_row_chunks(Index rows, Index cols_work, Fn&& fn) {
+#ifdef _OPENMP
+  const int nt = num_threads();
+  if (nt > 1 && rows > 1 && rows * cols_work >= kParallelPointwiseMin) {
+    const Index chunks = std::min<Index>(nt, rows);
+#pragma omp parallel for num_threads(static_cast<int>(chunks)) schedule(static)
+    for (Index c = 0; c < chunks; ++c) {
+      const Index r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks;
+      fn(r0, r1);
+    }
+    return;
+  }
+#endif
+  fn(Index(0), rows);
+}
+
+// Flush-to-zero / denormals-are-zero for the duration of a kernel, on every OpenMP thread, so that
+// tiny activations do not fall onto the slow denormal path. Restores the caller's MXCSR after.
+class DenormalGuard {
+ public:
+  DenormalGuard() {
+#ifdef RNNKIT_HAS_MXCSR
+    saved_ = _mm_getcsr();
+    set_all(saved_ | kFtzDaz);
+#endif
+  }
+  ~DenormalGuard() {
+#ifdef RNNKIT_HAS_MXCSR
+    set_all(saved_);
+#endif
+  }
+  DenormalGuard(const DenormalGuard&) = delete;
+  DenormalGuard& operator=(const DenormalGuard&) = delete;
+
+ private:
+#ifdef RNNKIT_HAS_MXCSR
+  static constexpr unsigned kFtzDaz = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
+  static void set_all(unsigned csr) {
+    _mm_setcsr(csr);
+#ifdef _OPENMP
+    if (num_threads() > 1) {
+#pragma omp parallel
+      _mm_setcsr(csr);
+    }
+#endif
+  }
+  unsigned saved_ = 0;
+#endif
+};
+
+// Rows n of a [N, H] state that a step mask `m: [N]` (may be null = all valid) marks as skipped
+// copy the previous state: next[n] = prev[n].
+template <typename T>
+inline void carry_masked_rows(const bool* m, Index N, const T* prev, T* next, Index H) {
+  if (!m) return;
+  for (Index n = 0; n < N; ++n)
+    if (!m[n]) std::copy(prev + n * H, prev + (n + 1) * H, next + n * H);
+}
+
+// Writes the output of one step y_t: [N, H] from the state after the step; masked rows are the
+// carried state (already in `state`) or zeros when zero_masked.
+template <typename T>
+inline void write_output(const bool* m, bool zero_masked, Index N, Index H, const T* state, T* y_t) {
+  std::copy(state, state + N * H, y_t);
+  if (m && zero_masked)
+    for (Index n = 0; n < N; ++n)
+      if (!m[n]) std::fill(y_t + n * H, y_t + (n + 1) * H, T(0));
+}
+
+// In backward, the gradient reaching the state after a step: dh = dh_carry + dy_t, except that a
+// masked row with zero_masked output has no dependence on y (its output was a constant 0).
+template <typename T>
+inline void add_output_grad(const bool* m, bool zero_masked, Index N, Index H, const T* dy_t,
+                            const T* dh_carry, T* dh) {
+  for (Index n = 0; n < N; ++n) {
+    const bool use_dy = !(m && zero_masked && !m[n]);
+    for (Index j = 0; j < H; ++j)
+      dh[n * H + j] = dh_carry[n * H + j] + (use_dy ? dy_t[n * H + j] : T(0));
+  }
+}
+
+// Backward, for masked rows, after the recurrent GEMM: the state gradient passes through the
+// skipped step unchanged, dh_prev[n] = dh[n] (their gate gradients were set to zero before).
+template <typename T>
+inline void pass_masked_rows(const bool* m, Index N, Index H, const T* dh, T* dh_prev) {
+  if (!m) return;
+  for (Index n = 0; n < N; ++n)
+    if (!m[n]) std::copy(dh + n * H, dh + (n + 1) * H, dh_prev + n * H);
+}
+
+// Backward, before the recurrent GEMM: masked rows of a step's gate gradient dG_t: [N, GH] are 0.
+template <typename T>
+inline void zero_masked_rows(const bool* m, Index N, Index GH, T* dG_t) {
+  if (!m) return;
+  for (Index n = 0; n < N; ++n)
+    if (!m[n]) std::fill(dG_t + n * GH, dG_t + (n + 1) * GH, T(0));
+}
+
+// Pointers to one layer's parameters in PyTorch layout (biases may be null).
+//   w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H]
+template <typename T>
+struct Weights {
+  const T* w_ih = nullptr;
+  const T* w_hh = nullptr;
+  const T* b_ih = nullptr;
+  const T* b_hh = nullptr;
+};
+
+// Sequence options shared by every cell.
+//   mask: [T, N] (null = every step valid); reverse: run t = T-1 .. 0;
+//   zero_masked: masked steps output 0 instead of the carried state.
+struct SeqOptions {
+  const bool* mask = nullptr;
+  bool reverse = false;
+  bool zero_masked = false;
+  const bool* mask_at(Index t, Index N) const { return mask ? mask + t * N : nullptr; }
+};
+
+// The hoisted input projection of all time steps, one GEMM:
+//   out: [T*N, GH] = x: [T*N, C] · w_ih^T: [C, GH] + b1 + b2      (b1, b2: [GH], either may be null)
+template <typename T>
+inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
+                             const T* b2, T* out) {
+  const Index rows = d.T * d.N;
+  MatMap<T> out_m(out, rows, GH);
+  CMatMap<T> x_m(x, rows, d.C);
+  CMatMap<T> w_m(w_ih, GH, d.C);
+  // out = x · w_ih^T
+  out_m.noalias() = x_m * w_m.transpose();
+  if (b1 || b2) {
+    RowVec<T> b = RowVec<T>::Zero(GH);
+    if (b1) b += CRowVecMap<T>(b1, GH);
+    if (b2) b += CRowVecMap<T>(b2, GH);
+    // out[r, :] += b
+    out_m.rowwise() += b;
+  }
+}
+
+// The gradients that come from single GEMMs after the backward loop.
+//   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
+//   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
+//   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
+//   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (either may be null to skip)
+template <typename T>
+inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
+                             const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
+                             T* db_hh) {
+  const Index rows = d.T * d.N;
+  CMatMap<T> dGx_m(dGx, rows, GH), dGh_m(dGh, rows, GH);
+  CMatMap<T> x_m(x, rows, d.C), hp_m(hprev, rows, d.H), w_m(w_ih, GH, d.C);
+  // dx = dGx · w_ih
+  MatMap<T>(dx, rows, d.C).noalias() = dGx_m * w_m;
+  // dw_ih = dGx^T · x
+  MatMap<T>(dw_ih, GH, d.C).noalias() = dGx_m.transpose() * x_m;
+  // dw_hh = dGh^T · hprev
+  MatMap<T>(dw_hh, GH, d.H).noalias() = dGh_m.transpose() * hp_m;
+  // db = sum over all T*N rows
+  if (db_ih) RowVecMap<T>(db_ih, GH) = dGx_m.colwise().sum();
+  if (db_hh) RowVecMap<T>(db_hh, GH) = dGh_m.colwise().sum();
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,143 @@
+// GRU forward and backward over a whole sequence, in PyTorch's form (gate order r, z, n; the reset
+// gate multiplies the recurrent product plus its bias — Keras's reset_after=True):
+//
+//   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
+//   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+//   h' = (1 - z) ⊙ n + z ⊙ h
+#pragma once
+
+#include "core.h"
+
+namespace rnnkit {
+
+// What GRU backward needs from forward, all owned by the caller.
+//   S: [T+1, N, H] states (StateIndex layout); gates: [T, N, 3H] activated r, z, n;
+//   hn: [T, N, H] the recurrent part of the candidate, W_hn h_{t-1} + b_hn.
+template <typename T>
+struct GruCache {
+  T* S = nullptr;
+  T* gates = nullptr;
+  T* hn = nullptr;
+};
+
+// GRU forward.
+//   x: [T, N, C]; h0: [N, H] (null = zeros); w_ih: [3H, C], w_hh: [3H, H], b_ih, b_hh: [3H]
+//   (null = none); opt.mask: [T, N]. Workspace gh: [N, 3H]. Writes y: [T, N, H] and the cache.
+template <typename T>
+void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, const SeqOptions& opt,
+                 T* y, const GruCache<T>& cache, T* gh) {
+  const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
+  const StateIndex si{d.T, opt.reverse};
+  DenormalGuard ftz;
+
+  // gates[t] = x_t · w_ih^T + b_ih  for all t: [T*N, 3H]   (b_hh is applied per step, inside r ⊙ ·)
+  input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates);
+
+  T* S0 = cache.S + si.initial() * NH;
+  if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
+
+  CMatMap<T> Whh(w.w_hh, G, H);
+  MatMap<T> Gh(gh, N, G);
+  for (Index k = 0; k < d.T; ++k) {
+    const Index t = si.time_of(k);
+    const bool* m = opt.mask_at(t, N);
+    MatMap<T> Gt(cache.gates + t * N * G, N, G);
+    const T* hp = cache.S + si.before(t) * NH;
+    T* hnext = cache.S + si.after(t) * NH;
+    T* hn_t = cache.hn + t * NH;
+
+    // Gh = h_{t-1} · w_hh^T (+ b_hh)         [N, H] x [H, 3H]
+    Gh.noalias() = CMatMap<T>(hp, N, H) * Whh.transpose();
+    if (w.b_hh) Gh.rowwise() += CRowVecMap<T>(w.b_hh, G);
+
+    for_row_chunks(N, G, [&](Index r0, Index r1) {
+      const Index rr = r1 - r0;
+      auto Gb = Gt.middleRows(r0, rr);
+      auto Ghb = Gh.middleRows(r0, rr);
+      // r, z = σ(x-part + h-part)
+      Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array() + Ghb.leftCols(2 * H).array());
+      auto r = Gb.leftCols(H).array();
+      auto z = Gb.middleCols(H, H).array();
+      auto n = Gb.rightCols(H).array();
+      MatMap<T> hn_b(hn_t + r0 * H, rr, H);
+      // keep W_hn h + b_hn for backward
+      hn_b = Ghb.rightCols(H);
+      // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
+      n = (n + r * hn_b.array()).tanh();
+      // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}  =  n + z ⊙ (h_{t-1} - n)
+      MatMap<T>(hnext + r0 * H, rr, H).array() =
+          n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
+    });
+
+    carry_masked_rows(m, N, hp, hnext, H);
+    write_output(m, opt.zero_masked, N, H, hnext, y + t * NH);
+  }
+}
+
+// GRU backward.
+//   x: [T, N, C]; cache from gru_forward; dy: [T, N, H]; dh_n: [N, H] (null = zeros).
+//   Workspaces dGx, dGh: [T, N, 3H] (gradients of the input and recurrent pre-activations).
+//   Writes dx: [T, N, C], dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
+//   (null to skip).
+template <typename T>
+void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
+                  const GruCache<T>& cache, const T* dy, const T* dh_n, T* dGx, T* dGh, T* dx,
+                  T* dh0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
+  const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
+  const StateIndex si{d.T, opt.reverse};
+  DenormalGuard ftz;
+
+  Mat<T> dh_carry(N, H), dh(N, H);
+  if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
+
+  CMatMap<T> Whh(w.w_hh, G, H);
+  for (Index k = d.T - 1; k >= 0; --k) {
+    const Index t = si.time_of(k);
+    const bool* m = opt.mask_at(t, N);
+    const T* Gt = cache.gates + t * N * G;
+    const T* hp = cache.S + si.before(t) * NH;
+    const T* hn_t = cache.hn + t * NH;
+    T* dGxt = dGx + t * N * G;
+    T* dGht = dGh + t * N * G;
+
+    // dh = dh_carry + dy_t
+    add_output_grad(m, opt.zero_masked, N, H, dy + t * NH, dh_carry.data(), dh.data());
+
+    for_row_chunks(N, G, [&](Index r0, Index r1) {
+      const Index rr = r1 - r0;
+      CMatMap<T> Gb(Gt + r0 * G, rr, G);
+      MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);
+      auto r = Gb.leftCols(H).array();
+      auto z = Gb.middleCols(H, H).array();
+      auto n = Gb.rightCols(H).array();
+      auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
+      auto dh_b = dh.middleRows(r0, rr).array();
+      auto dr = dGxb.leftCols(H).array();
+      auto dz = dGxb.middleCols(H, H).array();
+      auto dn = dGxb.rightCols(H).array();
+      // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)          (the input part of the candidate)
+      dn = dh_b * (T(1) - z) * (T(1) - n.square());
+      // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
+      dz = dh_b * (hp_b - n) * z * (T(1) - z);
+      // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
+      dr = dn * CMatMap<T>(hn_t + r0 * H, rr, H).array() * r * (T(1) - r);
+      // recurrent pre-activation gradients: r and z as above, n scaled by r
+      dGhb.leftCols(2 * H) = dGxb.leftCols(2 * H);
+      dGhb.rightCols(H).array() = dn * r;
+    });
+
+    zero_masked_rows(m, N, G, dGxt);
+    zero_masked_rows(m, N, G, dGht);
+    // dh_{t-1} = dGh_t · w_hh + dh ⊙ z          [N, 3H] x [3H, H]
+    dh_carry.noalias() = CMatMap<T>(dGht, N, G) * Whh;
+    dh_carry.array() += dh.array() * CMatMap<T>(Gt, N, G).middleCols(H, H).array();
+    // masked rows: dh_{t-1} = dh
+    pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
+  }
+  std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
+
+  const T* hprev = cache.S + si.hprev_block() * NH;
+  weight_gradients(d, G, dGx, dGh, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db_ih, db_hh);
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,91 @@
+// Elman RNN forward and backward over a whole sequence:
+//
+//   h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh or relu
+#pragma once
+
+#include "core.h"
+
+namespace rnnkit {
+
+enum class Nonlinearity { Tanh, Relu };
+
+// Elman RNN forward.
+//   x: [T, N, C]; h0: [N, H] (null = zeros); w_ih: [H, C], w_hh: [H, H], b_ih, b_hh: [H] (null =
+//   none); opt.mask: [T, N]. Writes y: [T, N, H] and the states S: [T+1, N, H] (StateIndex
+//   layout), which are all backward needs: act'(.) is recovered from h_t.
+template <typename T>
+void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, Nonlinearity act,
+                 const SeqOptions& opt, T* y, T* S) {
+  const Index N = d.N, H = d.H, NH = N * H;
+  const StateIndex si{d.T, opt.reverse};
+  DenormalGuard ftz;
+
+  // S[after(t)] = x_t · w_ih^T + b_ih + b_hh for all t at once: the after-blocks are contiguous
+  input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH));
+
+  T* S0 = S + si.initial() * NH;
+  if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
+
+  CMatMap<T> Whh(w.w_hh, H, H);
+  for (Index k = 0; k < d.T; ++k) {
+    const Index t = si.time_of(k);
+    const bool* m = opt.mask_at(t, N);
+    const T* hp = S + si.before(t) * NH;
+    MatMap<T> Hn(S + si.after(t) * NH, N, H);
+    // pre = (x-part) + h_{t-1} · w_hh^T
+    Hn.noalias() += CMatMap<T>(hp, N, H) * Whh.transpose();
+    for_row_chunks(N, H, [&](Index r0, Index r1) {
+      auto a = Hn.middleRows(r0, r1 - r0).array();
+      // h_t = tanh(pre)  or  max(pre, 0)
+      if (act == Nonlinearity::Tanh) a = a.tanh(); else a = a.max(T(0));
+    });
+    carry_masked_rows(m, N, hp, Hn.data(), H);
+    write_output(m, opt.zero_masked, N, H, Hn.data(), y + t * NH);
+  }
+}
+
+// Elman RNN backward.
+//   x: [T, N, C]; S from rnn_forward; dy: [T, N, H]; dh_n: [N, H] (null = zeros).
+//   Workspace dG: [T, N, H]. Writes dx: [T, N, C], dh0: [N, H], dw_ih: [H, C], dw_hh: [H, H],
+//   db: [H] (the gradient of b_ih and of b_hh alike; null to skip).
+template <typename T>
+void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity act,
+                  const SeqOptions& opt, const T* S, const T* dy, const T* dh_n, T* dG, T* dx,
+                  T* dh0, T* dw_ih, T* dw_hh, T* db) {
+  const Index N = d.N, H = d.H, NH = N * H;
+  const StateIndex si{d.T, opt.reverse};
+  DenormalGuard ftz;
+
+  Mat<T> dh_carry(N, H), dh(N, H);
+  if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
+
+  CMatMap<T> Whh(w.w_hh, H, H);
+  for (Index k = d.T - 1; k >= 0; --k) {
+    const Index t = si.time_of(k);
+    const bool* m = opt.mask_at(t, N);
+    T* dGt = dG + t * NH;
+    // dh = dh_carry + dy_t
+    add_output_grad(m, opt.zero_masked, N, H, dy + t * NH, dh_carry.data(), dh.data());
+    for_row_chunks(N, H, [&](Index r0, Index r1) {
+      const Index rr = r1 - r0;
+      auto h = CMatMap<T>(S + si.after(t) * NH + r0 * H, rr, H).array();
+      auto g = MatMap<T>(dGt + r0 * H, rr, H).array();
+      auto dh_b = dh.middleRows(r0, rr).array();
+      // d(pre) = dh ⊙ (1 - h_t²)  for tanh,   dh ⊙ [h_t > 0]  for relu
+      if (act == Nonlinearity::Tanh)
+        g = dh_b * (T(1) - h.square());
+      else
+        g = (h > T(0)).select(dh_b, T(0));
+    });
+    zero_masked_rows(m, N, H, dGt);
+    // dh_{t-1} = dG_t · w_hh
+    dh_carry.noalias() = CMatMap<T>(dGt, N, H) * Whh;
+    pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
+  }
+  std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
+
+  const T* hprev = S + si.hprev_block() * NH;
+  weight_gradients(d, H, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
+}
+
+}  // namespace rnnkit

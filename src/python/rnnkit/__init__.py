@@ -1,0 +1,38 @@
+"""rnnkit: fast recurrent neural networks (Elman RNN, LSTM, GRU) on the CPU.
+
+The kernels live in the compiled ``rnnkit._core``; use them through :mod:`rnnkit.functional`
+(time-major arrays in, arrays out), :mod:`rnnkit.layers` / :mod:`rnnkit.models` (Keras style)
+or :mod:`rnnkit.nn` (PyTorch style).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from rnnkit import _core
+from rnnkit._checks import check_positive_int
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads rnnkit's kernels use (OpenMP and Eigen's GEMM).
+
+    The default is OpenMP's: ``OMP_NUM_THREADS`` when set, else one per core.
+    """
+    _core.set_num_threads(check_positive_int("n", n))
+
+
+def get_num_threads() -> int:
+    """Returns the number of threads rnnkit's kernels use."""
+    return int(_core.get_num_threads())
+
+
+def build_info() -> Dict[str, Any]:
+    """Describes the compiled kernels: ``simd`` (e.g. ``'AVX2+FMA'``), ``eigen_simd``,
+    ``openmp`` (bool), ``num_threads`` and ``eigen_version``."""
+    return dict(_core.build_info())
+
+
+from rnnkit import functional  # noqa: E402
+
+__all__ = ["build_info", "get_num_threads", "set_num_threads", "functional", "__version__"]

@@ -1,0 +1,357 @@
+r"""Functional recurrent kernels: whole sequences, time-major, forward and backward.
+
+Every function takes NumPy arrays in PyTorch's layout and returns NumPy arrays. Sizes:
+``T`` time steps, ``N`` batch, ``C`` input features, ``H`` hidden units.
+
+=========  =====================================================  ==================
+cell       recurrence                                             gate order (G)
+=========  =====================================================  ==================
+RNN        :math:`h' = \mathrm{act}(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`      (1)
+LSTM       :math:`c' = \sigma(f) c + \sigma(i) \tanh(g)`, :math:`h' = \sigma(o)\tanh(c')`  i, f, g, o (4)
+GRU        :math:`n = \tanh(W_{in}x + b_{in} + r (W_{hn}h + b_{hn}))`,
+           :math:`h' = (1-z) n + z h`                               r, z, n (3)
+=========  =====================================================  ==================
+
+Shapes
+------
+- ``x: [T, N, C]``, ``h0``/``c0``: ``[N, H]`` (``None`` = zeros)
+- ``w_ih: [G*H, C]``, ``w_hh: [G*H, H]``, ``b_ih``/``b_hh``: ``[G*H]`` (``None`` = no bias)
+- ``mask: [T, N]`` bool (``None`` = every step valid)
+- outputs ``y: [T, N, H]``, final states ``[N, H]``
+
+Masks
+-----
+Where ``mask[t, n]`` is False the step is skipped for that sample: its state is carried forward
+unchanged and its output ``y[t, n]`` is that carried state (the previous output, or the initial
+state before any valid step — Keras's semantics); with ``zero_output_for_mask=True`` it is zero.
+Masks may have holes anywhere, not only right padding.
+
+``reverse=True`` runs the recurrence from ``t = T-1`` down to 0 and writes each output at its own
+time index (the backward half of a bidirectional layer, Keras's ``go_backwards`` without the flip).
+
+Dtypes and copies
+-----------------
+``x`` decides the precision (float32 or float64); every other array must have the same dtype,
+else ``TypeError``. Arrays that are already C-contiguous with that dtype are used in place with
+no copy; non-contiguous views are copied once (documented, as PyTorch's ``.contiguous()``).
+The cache keeps references to ``x`` and the weights: do not modify them in place before calling
+the backward function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from rnnkit import _core
+from rnnkit._checks import as_float_array, as_mask, check_shape
+
+__all__ = [
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+    "RNNCache", "LSTMCache", "GRUCache",
+]
+
+Array = np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# caches and results
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CacheBase:
+    x: Array                 # [T, N, C]
+    w_ih: Array              # [G*H, C]
+    w_hh: Array              # [G*H, H]
+    has_bias: Tuple[bool, bool]
+    mask: Optional[Array]    # [T, N] bool
+    reverse: bool
+    zero_output_for_mask: bool
+    S: Array                 # [T+1, N, H] states (h0 and the state after every step)
+
+
+@dataclass(frozen=True)
+class RNNCache(_CacheBase):
+    """What :func:`rnn_backward` needs from :func:`rnn_forward`."""
+    nonlinearity: str = "tanh"
+
+
+@dataclass(frozen=True)
+class LSTMCache(_CacheBase):
+    """What :func:`lstm_backward` needs from :func:`lstm_forward`."""
+    c_states: Array = None   # [T+1, N, H]
+    gates: Array = None      # [T, N, 4H] activated i, f, g, o
+
+
+@dataclass(frozen=True)
+class GRUCache(_CacheBase):
+    """What :func:`gru_backward` needs from :func:`gru_forward`."""
+    gates: Array = None      # [T, N, 3H] activated r, z, n
+    hn: Array = None         # [T, N, H] W_hn h + b_hn
+
+
+class RNNOutput(NamedTuple):
+    y: Array
+    h_n: Array
+    cache: RNNCache
+
+
+class LSTMOutput(NamedTuple):
+    y: Array
+    h_n: Array
+    c_n: Array
+    cache: LSTMCache
+
+
+class GRUOutput(NamedTuple):
+    y: Array
+    h_n: Array
+    cache: GRUCache
+
+
+class RNNGrads(NamedTuple):
+    dx: Array
+    dh0: Array
+    dw_ih: Array
+    dw_hh: Array
+    db_ih: Optional[Array]
+    db_hh: Optional[Array]
+
+
+class LSTMGrads(NamedTuple):
+    dx: Array
+    dh0: Array
+    dc0: Array
+    dw_ih: Array
+    dw_hh: Array
+    db_ih: Optional[Array]
+    db_hh: Optional[Array]
+
+
+GRUGrads = RNNGrads
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+class _Args(NamedTuple):
+    x: Array
+    states: Tuple[Optional[Array], ...]
+    w_ih: Array
+    w_hh: Array
+    b_ih: Optional[Array]
+    b_hh: Optional[Array]
+    mask: Optional[Array]
+
+
+def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b_hh, mask) -> _Args:
+    x = as_float_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected 3 dimensions [T, N, C] (time-major), got shape {x.shape}")
+    T, N, C = x.shape
+    if T == 0 or N == 0 or C == 0:
+        raise ValueError(f"x: every size of [T, N, C] must be at least 1, got shape {x.shape}")
+    dt = x.dtype
+    w_hh = as_float_array("w_hh", w_hh, dt)
+    if w_hh.ndim != 2 or w_hh.shape[0] != gates * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise ValueError(
+            f"w_hh: expected shape ({gates}*H, H) for {cell} (G={gates}), got {w_hh.shape}")
+    H = w_hh.shape[1]
+    w_ih = as_float_array("w_ih", w_ih, dt)
+    check_shape("w_ih", w_ih, (gates * H, C), f"= ({gates}*H, C) with H={H} from w_hh, C={C} from x")
+    b_ih = None if b_ih is None else as_float_array("b_ih", b_ih, dt)
+    b_hh = None if b_hh is None else as_float_array("b_hh", b_hh, dt)
+    for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            check_shape(nm, b, (gates * H,), f"= ({gates}*H,) with H={H}")
+    out_states = []
+    for nm, s in zip(state_names, states):
+        if s is not None:
+            s = as_float_array(nm, s, dt)
+            check_shape(nm, s, (N, H), "= (N, H)")
+        out_states.append(s)
+    if mask is not None:
+        mask = as_mask("mask", mask, (T, N))
+    return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask)
+
+
+def _check_cache(cache, cls, fn: str):
+    if not isinstance(cache, cls):
+        raise TypeError(f"cache: expected the {cls.__name__} returned by {fn}, got {type(cache).__name__}")
+
+
+def _grad_arg(name: str, a, like: Array, shape) -> Optional[Array]:
+    if a is None:
+        return None
+    a = as_float_array(name, a, like.dtype)
+    check_shape(name, a, shape)
+    return a
+
+
+def _bias_grads(cache: _CacheBase, db_ih: Array, db_hh: Array):
+    has_ih, has_hh = cache.has_bias
+    return (db_ih if has_ih else None), (db_hh if has_hh else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elman RNN
+# ---------------------------------------------------------------------------------------------
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = "tanh",
+                mask=None, reverse: bool = False, zero_output_for_mask: bool = False) -> RNNOutput:
+    r"""Elman RNN over a whole sequence: :math:`h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`.
+
+    Parameters
+    ----------
+    x, h0, w_ih, w_hh, b_ih, b_hh
+        See Shapes; ``h0`` and the biases may be ``None``.
+    nonlinearity
+        ``'tanh'`` or ``'relu'``.
+    mask, reverse, zero_output_for_mask
+        See the module documentation.
+
+    Shapes
+    ------
+    x: [T, N, C], h0: [N, H], w_ih: [H, C], w_hh: [H, H], b_ih, b_hh: [H], mask: [T, N]
+    -> y: [T, N, H], h_n: [N, H]
+
+    Returns
+    -------
+    RNNOutput
+        ``(y, h_n, cache)``; pass ``cache`` to :func:`rnn_backward`.
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    a = _validate(1, "RNN", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask)
+    y, S = _core.rnn_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, nonlinearity,
+                             a.mask, bool(reverse), bool(zero_output_for_mask))
+    h_n = S[0 if reverse else -1].copy()
+    cache = RNNCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
+                     bool(reverse), bool(zero_output_for_mask), S, nonlinearity)
+    return RNNOutput(y, h_n, cache)
+
+
+def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, H], dh_n: [N, H] (``None`` = zeros)
+    -> dx: [T, N, C], dh0: [N, H], dw_ih: [H, C], dw_hh: [H, H], db_ih, db_hh: [H] (``None``
+    where the forward had no such bias)
+    """
+    _check_cache(cache, RNNCache, "rnn_forward")
+    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    if dy is None:
+        raise ValueError("dy: expected an array of shape (T, N, H), got None")
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dx, dh0, dw_ih, dw_hh, db = _core.rnn_backward(
+        cache.x, cache.w_ih, cache.w_hh, cache.nonlinearity, cache.mask, cache.reverse,
+        cache.zero_output_for_mask, cache.S, dy, dh_n)
+    return RNNGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM
+# ---------------------------------------------------------------------------------------------
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
+                 zero_output_for_mask: bool = False) -> LSTMOutput:
+    r"""LSTM over a whole sequence, PyTorch's gate order i, f, g, o.
+
+    .. math::
+        i, f, o = \sigma(\cdot),\; g = \tanh(\cdot) \text{ of } W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}\\
+        c_t = f \odot c_{t-1} + i \odot g,\qquad h_t = o \odot \tanh(c_t)
+
+    Shapes
+    ------
+    x: [T, N, C], h0, c0: [N, H], w_ih: [4H, C], w_hh: [4H, H], b_ih, b_hh: [4H], mask: [T, N]
+    -> y: [T, N, H], h_n, c_n: [N, H]
+
+    Returns
+    -------
+    LSTMOutput
+        ``(y, h_n, c_n, cache)``; pass ``cache`` to :func:`lstm_backward`.
+    """
+    a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask)
+    y, S, Cs, gates = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
+                                         a.b_hh, a.mask, bool(reverse), bool(zero_output_for_mask))
+    last = 0 if reverse else -1
+    cache = LSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
+                      bool(reverse), bool(zero_output_for_mask), S, Cs, gates)
+    return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
+
+
+def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> LSTMGrads:
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, H], dh_n, dc_n: [N, H] (``None`` = zeros)
+    -> dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db_ih, db_hh: [4H]
+    """
+    _check_cache(cache, LSTMCache, "lstm_forward")
+    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    if dy is None:
+        raise ValueError("dy: expected an array of shape (T, N, H), got None")
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
+    dx, dh0, dc0, dw_ih, dw_hh, db = _core.lstm_backward(
+        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.zero_output_for_mask,
+        cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n)
+    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------------------
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
+                zero_output_for_mask: bool = False) -> GRUOutput:
+    r"""GRU over a whole sequence in PyTorch's form (gate order r, z, n; Keras ``reset_after=True``).
+
+    .. math::
+        r, z = \sigma(W_{i\cdot} x_t + b_{i\cdot} + W_{h\cdot} h_{t-1} + b_{h\cdot})\\
+        n = \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})),\qquad
+        h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    Shapes
+    ------
+    x: [T, N, C], h0: [N, H], w_ih: [3H, C], w_hh: [3H, H], b_ih, b_hh: [3H], mask: [T, N]
+    -> y: [T, N, H], h_n: [N, H]
+
+    Returns
+    -------
+    GRUOutput
+        ``(y, h_n, cache)``; pass ``cache`` to :func:`gru_backward`.
+    """
+    a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask)
+    y, S, gates, hn = _core.gru_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask,
+                                        bool(reverse), bool(zero_output_for_mask))
+    cache = GRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
+                     bool(reverse), bool(zero_output_for_mask), S, gates, hn)
+    return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
+
+
+def gru_backward(cache: GRUCache, dy, dh_n=None) -> GRUGrads:
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, H], dh_n: [N, H] (``None`` = zeros)
+    -> dx: [T, N, C], dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
+    """
+    _check_cache(cache, GRUCache, "gru_forward")
+    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    if dy is None:
+        raise ValueError("dy: expected an array of shape (T, N, H), got None")
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
+        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.zero_output_for_mask,
+        cache.S, cache.gates, cache.hn, dy, dh_n)
+    return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))
