@@ -1,0 +1,162 @@
+"""The base class of every Keras-style layer: parameters, gradients, config and the call protocol.
+
+Protocol (what containers and the training loop rely on)
+--------------------------------------------------------
+- ``layer(x, mask=None, initial_state=None, training=False)`` builds the layer on first use and
+  runs :meth:`call`, which returns NumPy arrays and keeps what :meth:`backward` needs.
+- ``layer.backward(d_out)`` takes the gradient of the loss w.r.t. the last call's output (a list
+  matching the outputs when the layer returns several) and returns the gradient w.r.t. its input;
+  parameter gradients are *accumulated* (``+=``) into ``layer.grads`` under the same keys as
+  ``layer.params``. ``zero_grad()`` resets them.
+- ``layer.compute_mask(x, mask)`` gives the mask passed on to the next layer (Keras semantics:
+  ``[batch, timesteps]`` bool, or None).
+- ``params`` is ordered as Keras orders ``get_weights()``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+Shape = Tuple[Optional[int], ...]
+
+_uid = itertools.count()
+
+
+class Layer:
+    """Base of all layers.
+
+    Parameters
+    ----------
+    name
+        Unique name; defaults to the snake-cased class name plus a counter.
+    input_shape
+        Shape of one sample without the batch axis (Keras's ``input_shape``); lets a container
+        build the layer and print a summary before seeing data.
+    dtype
+        ``'float32'`` (default) or ``'float64'``.
+    trainable
+        When False, the optimizer leaves this layer's parameters alone.
+    """
+
+    def __init__(self, name: Optional[str] = None, input_shape: Optional[Sequence[Optional[int]]] = None,
+                 dtype: str = "float32", trainable: bool = True, **kwargs: Any) -> None:
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected argument(s) {sorted(kwargs)}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self.name = name or f"{_snake(type(self).__name__)}_{next(_uid)}"
+        self.input_shape: Optional[Shape] = None if input_shape is None else tuple(input_shape)
+        self.dtype = np.dtype(dtype)
+        self.trainable = bool(trainable)
+        self.built = False
+        self.params: Dict[str, np.ndarray] = {}
+        self.grads: Dict[str, np.ndarray] = {}
+
+    # ---- building -----------------------------------------------------------------------------
+    def build(self, input_shape: Shape) -> None:
+        """Creates the parameters for inputs of ``input_shape`` (batch axis first, may be None)."""
+        self.built = True
+
+    def add_weight(self, name: str, shape: Sequence[int], initializer: Any) -> np.ndarray:
+        """Creates parameter ``name`` from ``initializer`` and its zero gradient."""
+        from rnnkit import initializers
+
+        init = initializers.get(initializer)
+        value = np.ascontiguousarray(init(tuple(shape), dtype=self.dtype), dtype=self.dtype)
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+        return value
+
+    def _maybe_build(self, input_shape: Shape) -> None:
+        if not self.built:
+            self.build(tuple(input_shape))
+            self.built = True
+
+    # ---- running ------------------------------------------------------------------------------
+    def __call__(self, x: Any, mask: Optional[np.ndarray] = None, initial_state: Any = None,
+                 training: bool = False) -> Any:
+        x = self._check_input(x)
+        self._maybe_build(x.shape)
+        return self.call(x, mask=mask, initial_state=initial_state, training=training)
+
+    def forward(self, x: Any, mask: Optional[np.ndarray] = None, initial_state: Any = None,
+                training: bool = False) -> Any:
+        """Alias of calling the layer."""
+        return self(x, mask=mask, initial_state=initial_state, training=training)
+
+    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
+             training: bool = False) -> Any:
+        raise NotImplementedError
+
+    def backward(self, d_out: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def compute_mask(self, x: Any, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The mask for the next layer; by default the incoming one passes through."""
+        return mask
+
+    def compute_output_shape(self, input_shape: Shape) -> Any:
+        return tuple(input_shape)
+
+    def _check_input(self, x: Any) -> np.ndarray:
+        from rnnkit._checks import as_float_array
+
+        x = as_float_array(f"{self.name}: x", x)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of the parameters, in Keras's order and layout."""
+        return [p.copy() for p in self.params.values()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Sets the parameters from arrays in Keras's order and layout (shapes must match)."""
+        if not self.built:
+            raise ValueError(f"{self.name}: set_weights before the layer is built; call it on data "
+                             "or give input_shape")
+        if len(weights) != len(self.params):
+            raise ValueError(f"{self.name}: expected {len(self.params)} weight arrays "
+                             f"({list(self.params)}), got {len(weights)}")
+        for (k, p), w in zip(self.params.items(), weights):
+            w = np.asarray(w)
+            if w.shape != p.shape:
+                raise ValueError(f"{self.name}: weight {k!r} expected shape {p.shape}, got {w.shape}")
+            p[...] = w
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        return list(self.params.values())
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    # ---- config -------------------------------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        cfg: Dict[str, Any] = {"name": self.name, "dtype": self.dtype.name, "trainable": self.trainable}
+        if self.input_shape is not None:
+            cfg["input_shape"] = list(self.input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Layer":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
