@@ -14,6 +14,7 @@
 #include "gru.h"
 #include "lstm.h"
 #include "rnn.h"
+#include "stream.h"
 
 namespace py = pybind11;
 using rnnkit::Index;
@@ -83,17 +84,31 @@ Arr<T> empty(const std::vector<Index>& shape) {
   return Arr<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
+// A new array holding a copy of a row-major matrix.
+template <typename T>
+Arr<T> empty_like_mat(const rnnkit::Mat<T>& m) {
+  Arr<T> a(std::vector<py::ssize_t>{m.rows(), m.cols()});
+  std::copy(m.data(), m.data() + m.size(), a.mutable_data());
+  return a;
+}
+
+template <typename T>
+bool x_dims_ok(const Arr<T>& a) {
+  return a.ndim() == 2;
+}
+
 // ----------------------------------- LSTM -----------------------------------------------------
 
 template <typename T>
 py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
                        const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
-                       const OptArr<T>& b_hh, const Mask& mask, bool reverse, bool zero_masked) {
+                       const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4);
   check_opt(h0, {d.N, d.H}, "h0");
   check_opt(c0, {d.N, d.H}, "c0");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
   auto S = empty<T>({d.T + 1, d.N, d.H});
   auto Cs = empty<T>({d.T + 1, d.N, d.H});
@@ -107,7 +122,7 @@ py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0
 }
 
 template <typename T>
-py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask,
+py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                         bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
                         const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
@@ -118,7 +133,8 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   check_opt(dc_n, {d.N, d.H}, "dc_n");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = empty<T>({d.T, d.N, d.C});
   auto dh0 = empty<T>({d.N, d.H});
   auto dc0 = empty<T>({d.N, d.H});
@@ -141,12 +157,13 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
 
 template <typename T>
 py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
-                      const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, bool reverse,
+                      const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse,
                       bool zero_masked) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
   check_opt(h0, {d.N, d.H}, "h0");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
   auto S = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 3 * d.H});
@@ -161,7 +178,7 @@ py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 }
 
 template <typename T>
-py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask,
+py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
                        const Arr<T>& dy, const OptArr<T>& dh_n) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
@@ -171,7 +188,8 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = empty<T>({d.T, d.N, d.C});
   auto dh0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({3 * d.H, d.C});
@@ -201,12 +219,13 @@ rnnkit::Nonlinearity parse_act(const std::string& s) {
 template <typename T>
 py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
                       const OptArr<T>& b_ih, const OptArr<T>& b_hh, const std::string& act,
-                      const Mask& mask, bool reverse, bool zero_masked) {
+                      const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 1);
   check_opt(h0, {d.N, d.H}, "h0");
   const auto a = parse_act(act);
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
   auto S = empty<T>({d.T + 1, d.N, d.H});
   {
@@ -218,7 +237,7 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 
 template <typename T>
 py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
-                       const std::string& act, const Mask& mask, bool reverse, bool zero_masked,
+                       const std::string& act, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
                        const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 1);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
@@ -226,7 +245,8 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   const auto a = parse_act(act);
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = empty<T>({d.T, d.N, d.C});
   auto dh0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({d.H, d.C});
@@ -242,31 +262,117 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   return py::make_tuple(dx, dh0, dw_ih, dw_hh, db);
 }
 
+
+// ----------------------------------- streaming ------------------------------------------------
+
+// Checks a per-call input of a stream: dtype T, C-contiguous, shape [N, C] (step) or
+// [steps, N, C] (run). Errors name the argument and give expected and actual.
+template <typename T>
+const T* stream_input(const py::array& x, const rnnkit::Stream<T>& s, int ndim) {
+  if (!py::isinstance<py::array_t<T>>(x))
+    throw py::type_error("x: expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         " (the stream's), got " + std::string(py::str(x.dtype())));
+  if (!(x.flags() & py::array::c_style))
+    throw std::invalid_argument("x: expected a C-contiguous array (use np.ascontiguousarray)");
+  std::vector<Index> got(x.shape(), x.shape() + x.ndim());
+  std::vector<Index> want = {s.N(), s.C()};
+  if (ndim == 3) want.insert(want.begin(), x.ndim() == 3 ? std::max<Index>(x.shape(0), 1) : 1);
+  rnnkit::require(got == want, std::string("x: expected shape ") +
+                                   (ndim == 3 ? "(steps, N, C) = " : "(N, C) = ") +
+                                   shape_str(want) + ", got " + shape_str(got));
+  return static_cast<const T*>(x.data());
+}
+
+template <typename T>
+void def_stream(py::module_& m, const char* name) {
+  using S = rnnkit::Stream<T>;
+  py::class_<S>(m, name)
+      .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                       const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
+                       const std::string& act) {
+             const rnnkit::CellKind k = kind == "LSTM" ? rnnkit::CellKind::LSTM
+                                        : kind == "GRU" ? rnnkit::CellKind::GRU
+                                                        : rnnkit::CellKind::RNN;
+             rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "RNN",
+                             "kind: expected 'RNN', 'LSTM' or 'GRU', got '" + kind + "'");
+             rnnkit::require(batch_size >= 1, "batch_size: expected >= 1");
+             rnnkit::require(x_dims_ok(w_ih), "w_ih: expected 2 dimensions");
+             const Index G = rnnkit::gates_of(k);
+             // sizes from the weights; a one-step x of [batch, C] checks them all
+             Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
+             const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G);
+             return new S(k, parse_act(act), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
+                          ptr(b_hh));
+           }),
+           py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
+           py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
+           py::arg("nonlinearity"))
+      // step(x: [N, C]) -> h: [N, H]
+      .def("step",
+           [](S& s, const py::array& x) {
+             const T* xp = stream_input<T>(x, s, 2);
+             auto y = empty<T>({s.N(), s.H()});
+             T* yp = y.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               s.run(xp, 1, yp);
+             }
+             return y;
+           },
+           py::arg("x"))
+      // run(x: [steps, N, C]) -> y: [steps, N, H]
+      .def("run",
+           [](S& s, const py::array& x) {
+             const T* xp = stream_input<T>(x, s, 3);
+             const Index steps = x.shape(0);
+             auto y = empty<T>({steps, s.N(), s.H()});
+             T* yp = y.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               s.run(xp, steps, yp);
+             }
+             return y;
+           },
+           py::arg("x"))
+      .def("reset",
+           [](S& s, const OptArr<T>& h0, const OptArr<T>& c0) {
+             check_opt(h0, {s.N(), s.H()}, "h0");
+             check_opt(c0, {s.N(), s.H()}, "c0");
+             s.reset(ptr(h0), ptr(c0));
+           },
+           py::arg("h0").noconvert() = py::none(), py::arg("c0").noconvert() = py::none())
+      .def_property_readonly("h", [](const S& s) { return Arr<T>(empty_like_mat(s.h())); })
+      .def_property_readonly("c", [](const S& s) { return Arr<T>(empty_like_mat(s.c())); })
+      .def_property_readonly("batch_size", &S::N)
+      .def_property_readonly("input_size", &S::C)
+      .def_property_readonly("hidden_size", &S::H);
+}
+
 template <typename T>
 void def_kernels(py::module_& m) {
   m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
-        py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(),
+        py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"));
   m.def("lstm_backward", &lstm_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
-        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
         py::arg("dc_n").noconvert());
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
-        py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"));
   m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
-        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("reverse"),
+        py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
-        py::arg("b_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(),
+        py::arg("b_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"));
   m.def("rnn_backward", &rnn_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
-        py::arg("w_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
         py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
 }
@@ -297,6 +403,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use rnnkit.functional).";
   def_kernels<float>(m);
   def_kernels<double>(m);
+  def_stream<float>(m, "StreamF32");
+  def_stream<double>(m, "StreamF64");
   m.def("set_num_threads", &rnnkit::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &rnnkit::num_threads);
   m.def("build_info", []() {

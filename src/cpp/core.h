@@ -125,39 +125,76 @@ inline void for_row_chunks(Index rows, Index cols_work, Fn&& fn) {
   fn(Index(0), rows);
 }
 
-// Flush-to-zero / denormals-are-zero for the duration of a kernel, on every OpenMP thread, so that
-// tiny activations do not fall onto the slow denormal path. Restores the caller's MXCSR after.
+// Flush-to-zero / denormals-are-zero for the duration of a kernel so that tiny activations do not
+// fall onto the slow denormal path; restores the caller's MXCSR after. With all_threads it also
+// sets (and restores) every OpenMP worker, which costs a parallel region: kernels ask for it only
+// when their GEMMs are big enough to run on several threads (see wants_all_threads).
 class DenormalGuard {
  public:
-  DenormalGuard() {
+  explicit DenormalGuard(bool all_threads = true) {
 #ifdef RNNKIT_HAS_MXCSR
     saved_ = _mm_getcsr();
-    set_all(saved_ | kFtzDaz);
+    all_ = all_threads && num_threads() > 1;
+    set(saved_ | kFtzDaz);
+#else
+    (void)all_threads;
 #endif
   }
   ~DenormalGuard() {
 #ifdef RNNKIT_HAS_MXCSR
-    set_all(saved_);
+    set(saved_);
 #endif
   }
   DenormalGuard(const DenormalGuard&) = delete;
   DenormalGuard& operator=(const DenormalGuard&) = delete;
 
+  // True when a call of x: [T, N, C] with G*H gate rows has enough work for threaded GEMMs.
+  static bool wants_all_threads(const Dims& d, Index GH) {
+    return d.T * d.N * GH * (d.C + d.H) >= (Index(1) << 18);
+  }
+
  private:
 #ifdef RNNKIT_HAS_MXCSR
   static constexpr unsigned kFtzDaz = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
-  static void set_all(unsigned csr) {
+  void set(unsigned csr) const {
     _mm_setcsr(csr);
 #ifdef _OPENMP
-    if (num_threads() > 1) {
+    if (all_) {
 #pragma omp parallel
       _mm_setcsr(csr);
     }
 #endif
   }
   unsigned saved_ = 0;
+  bool all_ = false;
 #endif
 };
+
+// Recurrent dropout: the input of the recurrent product is h_{t-1} ⊙ rd (rd: [N, H], one mask
+// per sequence; null = no dropout). Returns hp itself when there is no mask, else `scratch`.
+template <typename T>
+inline const T* dropped_state(const T* hp, const T* rd, Index NH, T* scratch) {
+  if (!rd) return hp;
+  // scratch = h_{t-1} ⊙ rd
+  for (Index i = 0; i < NH; ++i) scratch[i] = hp[i] * rd[i];
+  return scratch;
+}
+
+// The states before every step as the recurrent product saw them, hprev: [T, N, H] (⊙ rd: [N, H]
+// per time step when there is recurrent dropout, written to `scratch`: [T, N, H]).
+template <typename T>
+inline const T* dropped_states(const T* hprev, const T* rd, Index T_, Index NH, T* scratch) {
+  if (!rd) return hprev;
+  for (Index t = 0; t < T_; ++t) dropped_state(hprev + t * NH, rd, NH, scratch + t * NH);
+  return scratch;
+}
+
+// Backward through the recurrent dropout: dh_{t-1} (from the recurrent product) ⊙= rd.
+template <typename T>
+inline void apply_dropout_grad(const T* rd, Index NH, T* dh) {
+  if (!rd) return;
+  for (Index i = 0; i < NH; ++i) dh[i] *= rd[i];
+}
 
 // Rows n of a [N, H] state that a step mask `m: [N]` (may be null = all valid) marks as skipped
 // copy the previous state: next[n] = prev[n].
@@ -215,6 +252,8 @@ struct Weights {
   const T* w_hh = nullptr;
   const T* b_ih = nullptr;
   const T* b_hh = nullptr;
+  // recurrent dropout mask rd: [N, H] multiplying h_{t-1} in the recurrent product (null = none)
+  const T* rd = nullptr;
 };
 
 // Sequence options shared by every cell.

@@ -28,7 +28,8 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
                  T* y, const GruCache<T>& cache, T* gh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih  for all t: [T*N, 3H]   (b_hh is applied per step, inside r ⊙ ·)
   input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates);
@@ -46,8 +47,8 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
     T* hnext = cache.S + si.after(t) * NH;
     T* hn_t = cache.hn + t * NH;
 
-    // Gh = h_{t-1} · w_hh^T (+ b_hh)         [N, H] x [H, 3H]
-    Gh.noalias() = CMatMap<T>(hp, N, H) * Whh.transpose();
+    // Gh = (h_{t-1} ⊙ rd) · w_hh^T (+ b_hh)         [N, H] x [H, 3H]
+    Gh.noalias() = CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
     if (w.b_hh) Gh.rowwise() += CRowVecMap<T>(w.b_hh, G);
 
     for_row_chunks(N, G, [&](Index r0, Index r1) {
@@ -85,7 +86,7 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
                   T* dh0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
 
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
@@ -128,15 +129,17 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
     zero_masked_rows(m, N, G, dGxt);
     zero_masked_rows(m, N, G, dGht);
-    // dh_{t-1} = dGh_t · w_hh + dh ⊙ z          [N, 3H] x [3H, H]
+    // dh_{t-1} = (dGh_t · w_hh) ⊙ rd + dh ⊙ z          [N, 3H] x [3H, H]
     dh_carry.noalias() = CMatMap<T>(dGht, N, G) * Whh;
+    apply_dropout_grad(w.rd, NH, dh_carry.data());
     dh_carry.array() += dh.array() * CMatMap<T>(Gt, N, G).middleCols(H, H).array();
     // masked rows: dh_{t-1} = dh
     pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
   }
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
-  const T* hprev = cache.S + si.hprev_block() * NH;
+  Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
+  const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
   weight_gradients(d, G, dGx, dGh, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db_ih, db_hh);
 }
 

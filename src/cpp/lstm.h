@@ -28,7 +28,8 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
                   const SeqOptions& opt, T* y, const LstmCache<T>& cache) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih + b_hh     for all t at once: [T*N, 4H]
   input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates);
@@ -49,8 +50,8 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
     T* hn = cache.S + si.after(t) * NH;
     T* cn = cache.Cs + si.after(t) * NH;
 
-    // pre-activations: G_t += h_{t-1} · w_hh^T        [N, H] x [H, 4H]
-    Gt.noalias() += CMatMap<T>(hp, N, H) * Whh.transpose();
+    // pre-activations: G_t += (h_{t-1} ⊙ rd) · w_hh^T        [N, H] x [H, 4H]
+    Gt.noalias() += CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
 
     // one fused pass over the gates, by row chunks
     for_row_chunks(N, G, [&](Index r0, Index r1) {
@@ -90,7 +91,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
                    T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
 
   // carried gradients w.r.t. the state after the current step, and their next values
   Mat<T> dh_carry(N, H), dh(N, H), dc_carry(N, H), dc_next(N, H);
@@ -143,6 +144,8 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
     zero_masked_rows(m, N, G, dGt);
     // dh_{t-1} = dG_t · w_hh        [N, 4H] x [4H, H]
     dh_carry.noalias() = CMatMap<T>(dGt, N, G) * Whh;
+    // through the recurrent dropout: dh_{t-1} ⊙= rd
+    apply_dropout_grad(w.rd, NH, dh_carry.data());
     // masked rows: dh_{t-1} = dh, dc_{t-1} = dc_carry
     pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
     pass_masked_rows(m, N, H, dc_carry.data(), dc_next.data());
@@ -152,7 +155,9 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   std::copy(dc_carry.data(), dc_carry.data() + NH, dc0);
 
   // dx, dw_ih, dw_hh, db from single GEMMs over all steps
-  const T* hprev = cache.S + si.hprev_block() * NH;
+  // states before each step as the recurrent product saw them: [T, N, H]
+  Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
+  const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
   weight_gradients(d, G, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
 }
 

@@ -18,7 +18,8 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
                  const SeqOptions& opt, T* y, T* S) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, H));
+  Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // S[after(t)] = x_t · w_ih^T + b_ih + b_hh for all t at once: the after-blocks are contiguous
   input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH));
@@ -32,8 +33,8 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
     const bool* m = opt.mask_at(t, N);
     const T* hp = S + si.before(t) * NH;
     MatMap<T> Hn(S + si.after(t) * NH, N, H);
-    // pre = (x-part) + h_{t-1} · w_hh^T
-    Hn.noalias() += CMatMap<T>(hp, N, H) * Whh.transpose();
+    // pre = (x-part) + (h_{t-1} ⊙ rd) · w_hh^T
+    Hn.noalias() += CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
     for_row_chunks(N, H, [&](Index r0, Index r1) {
       auto a = Hn.middleRows(r0, r1 - r0).array();
       // h_t = tanh(pre)  or  max(pre, 0)
@@ -54,7 +55,7 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
                   T* dh0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz;
+  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, H));
 
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
@@ -80,11 +81,14 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
     zero_masked_rows(m, N, H, dGt);
     // dh_{t-1} = dG_t · w_hh
     dh_carry.noalias() = CMatMap<T>(dGt, N, H) * Whh;
+    // through the recurrent dropout: dh_{t-1} ⊙= rd
+    apply_dropout_grad(w.rd, NH, dh_carry.data());
     pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
   }
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
-  const T* hprev = S + si.hprev_block() * NH;
+  Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
+  const T* hprev = dropped_states(S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
   weight_gradients(d, H, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
 }
 

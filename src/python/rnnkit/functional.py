@@ -26,6 +26,10 @@ unchanged and its output ``y[t, n]`` is that carried state (the previous output,
 state before any valid step — Keras's semantics); with ``zero_output_for_mask=True`` it is zero.
 Masks may have holes anywhere, not only right padding.
 
+``recurrent_dropout_mask: [N, H]`` (same dtype, already scaled by ``1/(1-rate)``) multiplies
+:math:`h_{t-1}` where it enters the recurrent product, one mask per sequence (Keras's
+``recurrent_dropout``); the state itself (and GRU's :math:`z \odot h_{t-1}` term) is not dropped.
+
 ``reverse=True`` runs the recurrence from ``t = T-1`` down to 0 and writes each output at its own
 time index (the backward half of a bidirectional layer, Keras's ``go_backwards`` without the flip).
 
@@ -69,6 +73,7 @@ class _CacheBase:
     reverse: bool
     zero_output_for_mask: bool
     S: Array                 # [T+1, N, H] states (h0 and the state after every step)
+    rd: Optional[Array]      # [N, H] recurrent dropout mask (or None)
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,11 @@ class _Args(NamedTuple):
     b_ih: Optional[Array]
     b_hh: Optional[Array]
     mask: Optional[Array]
+    rd: Optional[Array]
 
 
-def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b_hh, mask) -> _Args:
+def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b_hh, mask,
+              rd) -> _Args:
     x = as_float_array("x", x)
     if x.ndim != 3:
         raise ValueError(f"x: expected 3 dimensions [T, N, C] (time-major), got shape {x.shape}")
@@ -174,7 +181,10 @@ def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b
         out_states.append(s)
     if mask is not None:
         mask = as_mask("mask", mask, (T, N))
-    return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask)
+    if rd is not None:
+        rd = as_float_array("recurrent_dropout_mask", rd, dt)
+        check_shape("recurrent_dropout_mask", rd, (N, H), "= (N, H)")
+    return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask, rd)
 
 
 def _check_cache(cache, cls, fn: str):
@@ -200,7 +210,8 @@ def _bias_grads(cache: _CacheBase, db_ih: Array, db_hh: Array):
 # ---------------------------------------------------------------------------------------------
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = "tanh",
-                mask=None, reverse: bool = False, zero_output_for_mask: bool = False) -> RNNOutput:
+                mask=None, reverse: bool = False, zero_output_for_mask: bool = False,
+                recurrent_dropout_mask=None) -> RNNOutput:
     r"""Elman RNN over a whole sequence: :math:`h_t = \mathrm{act}(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`.
 
     Parameters
@@ -224,12 +235,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    a = _validate(1, "RNN", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask)
+    a = _validate(1, "RNN", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask,
+                  recurrent_dropout_mask)
     y, S = _core.rnn_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, nonlinearity,
-                             a.mask, bool(reverse), bool(zero_output_for_mask))
+                             a.mask, a.rd, bool(reverse), bool(zero_output_for_mask))
     h_n = S[0 if reverse else -1].copy()
     cache = RNNCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                     bool(reverse), bool(zero_output_for_mask), S, nonlinearity)
+                     bool(reverse), bool(zero_output_for_mask), S, a.rd, nonlinearity)
     return RNNOutput(y, h_n, cache)
 
 
@@ -249,7 +261,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
         raise ValueError("dy: expected an array of shape (T, N, H), got None")
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db = _core.rnn_backward(
-        cache.x, cache.w_ih, cache.w_hh, cache.nonlinearity, cache.mask, cache.reverse,
+        cache.x, cache.w_ih, cache.w_hh, cache.nonlinearity, cache.mask, cache.rd, cache.reverse,
         cache.zero_output_for_mask, cache.S, dy, dh_n)
     return RNNGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
@@ -259,7 +271,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
 # ---------------------------------------------------------------------------------------------
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
-                 zero_output_for_mask: bool = False) -> LSTMOutput:
+                 zero_output_for_mask: bool = False, recurrent_dropout_mask=None) -> LSTMOutput:
     r"""LSTM over a whole sequence, PyTorch's gate order i, f, g, o.
 
     .. math::
@@ -276,12 +288,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     LSTMOutput
         ``(y, h_n, c_n, cache)``; pass ``cache`` to :func:`lstm_backward`.
     """
-    a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask)
+    a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask,
+                  recurrent_dropout_mask)
     y, S, Cs, gates = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
-                                         a.b_hh, a.mask, bool(reverse), bool(zero_output_for_mask))
+                                         a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask))
     last = 0 if reverse else -1
     cache = LSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                      bool(reverse), bool(zero_output_for_mask), S, Cs, gates)
+                      bool(reverse), bool(zero_output_for_mask), S, a.rd, Cs, gates)
     return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
 
 
@@ -301,7 +314,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> LSTMGrads:
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
     dx, dh0, dc0, dw_ih, dw_hh, db = _core.lstm_backward(
-        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.zero_output_for_mask,
+        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n)
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
@@ -311,7 +324,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> LSTMGrads:
 # ---------------------------------------------------------------------------------------------
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
-                zero_output_for_mask: bool = False) -> GRUOutput:
+                zero_output_for_mask: bool = False, recurrent_dropout_mask=None) -> GRUOutput:
     r"""GRU over a whole sequence in PyTorch's form (gate order r, z, n; Keras ``reset_after=True``).
 
     .. math::
@@ -329,11 +342,12 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     GRUOutput
         ``(y, h_n, cache)``; pass ``cache`` to :func:`gru_backward`.
     """
-    a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask)
+    a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask,
+                  recurrent_dropout_mask)
     y, S, gates, hn = _core.gru_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask,
-                                        bool(reverse), bool(zero_output_for_mask))
+                                        a.rd, bool(reverse), bool(zero_output_for_mask))
     cache = GRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                     bool(reverse), bool(zero_output_for_mask), S, gates, hn)
+                     bool(reverse), bool(zero_output_for_mask), S, a.rd, gates, hn)
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
 
@@ -352,6 +366,6 @@ def gru_backward(cache: GRUCache, dy, dh_n=None) -> GRUGrads:
         raise ValueError("dy: expected an array of shape (T, N, H), got None")
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
-        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.reverse, cache.zero_output_for_mask,
+        cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.gates, cache.hn, dy, dh_n)
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))

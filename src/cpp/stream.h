@@ -1,0 +1,98 @@
+// Stateful streaming inference: one cell's weights, state and workspaces kept in C++ between calls,
+// so that a step from Python costs one call with no re-validation of the weights and no allocation
+// (workspaces only grow when a longer chunk than ever before arrives).
+#pragma once
+
+#include <vector>
+
+#include "core.h"
+#include "gru.h"
+#include "lstm.h"
+#include "rnn.h"
+
+namespace rnnkit {
+
+enum class CellKind { RNN, LSTM, GRU };
+
+inline Index gates_of(CellKind k) { return k == CellKind::LSTM ? 4 : k == CellKind::GRU ? 3 : 1; }
+
+template <typename T>
+class Stream {
+ public:
+  // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H] (null = none);
+  // the state is [N, H] (and the LSTM cell state [N, H]), zero to start with.
+  Stream(CellKind kind, Nonlinearity act, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
+         const T* b_ih, const T* b_hh)
+      : kind_(kind), act_(act), C_(C), H_(H), N_(N), G_(gates_of(kind) * H),
+        w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, H)),
+        b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
+        b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
+        h_(Mat<T>::Zero(N, H)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
+        gh_(kind == CellKind::GRU ? N * G_ : 0) {
+    reserve(1);
+  }
+
+  Index C() const { return C_; }
+  Index H() const { return H_; }
+  Index N() const { return N_; }
+  CellKind kind() const { return kind_; }
+  const Mat<T>& h() const { return h_; }
+  const Mat<T>& c() const { return c_; }
+
+  // h, c: [N, H] (null = zeros)
+  void reset(const T* h0, const T* c0) {
+    if (h0) h_ = CMatMap<T>(h0, N_, H_); else h_.setZero();
+    if (kind_ == CellKind::LSTM) {
+      if (c0) c_ = CMatMap<T>(c0, N_, H_); else c_.setZero();
+    }
+  }
+
+  // Runs `steps` steps from the carried state: x: [steps, N, C] -> y: [steps, N, H].
+  void run(const T* x, Index steps, T* y) {
+    reserve(steps);
+    const Dims d{steps, N_, C_, H_};
+    const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
+                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr};
+    const SeqOptions opt{};
+    const Index NH = N_ * H_;
+    switch (kind_) {
+      case CellKind::LSTM:
+        lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
+                        {S_.data(), Cs_.data(), gates_.data()});
+        std::copy(Cs_.data() + steps * NH, Cs_.data() + (steps + 1) * NH, c_.data());
+        break;
+      case CellKind::GRU:
+        gru_forward<T>(d, x, h_.data(), w, opt, y, {S_.data(), gates_.data(), hn_.data()},
+                       gh_.data());
+        break;
+      case CellKind::RNN:
+        rnn_forward<T>(d, x, h_.data(), w, act_, opt, y, S_.data());
+        break;
+    }
+    // carried state h = S[steps]
+    std::copy(S_.data() + steps * NH, S_.data() + (steps + 1) * NH, h_.data());
+  }
+
+ private:
+  // Workspaces for chunks of up to `steps` steps.
+  void reserve(Index steps) {
+    if (steps <= cap_) return;
+    const Index NH = N_ * H_;
+    S_.resize((steps + 1) * NH);
+    gates_.resize(steps * N_ * G_);
+    if (kind_ == CellKind::LSTM) Cs_.resize((steps + 1) * NH);
+    if (kind_ == CellKind::GRU) hn_.resize(steps * NH);
+    cap_ = steps;
+  }
+
+  CellKind kind_;
+  Nonlinearity act_;
+  Index C_, H_, N_, G_;
+  Mat<T> w_ih_, w_hh_;
+  RowVec<T> b_ih_, b_hh_;
+  Mat<T> h_, c_;
+  std::vector<T> gh_, S_, Cs_, gates_, hn_;
+  Index cap_ = 0;
+};
+
+}  // namespace rnnkit

@@ -1,0 +1,117 @@
+"""Stateful streaming inference: feed a recurrent cell one step (or one chunk of steps) at a time.
+
+The weights are copied into C++ once, when the stream is made; the state stays in C++ between
+calls, so a step from Python is a single call with no per-step validation of the weights and no
+allocation besides the returned array. Use it for real-time audio, sensor or token streams at
+batch 1, where a framework's per-op overhead dominates the arithmetic.
+
+Example
+-------
+>>> s = LSTMStream(w_ih, w_hh, b_ih, b_hh)          # weights as in rnnkit.functional
+>>> for frame in frames:                              # frame: [1, C]
+...     h = s.step(frame)                             # h: [1, H]
+>>> y = s.run(chunk)                                  # chunk: [steps, 1, C] -> y: [steps, 1, H]
+
+Shapes
+------
+w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H] (None = no bias), G = 1 / 4 / 3.
+step: x [N, C] -> h [N, H];  run: x [steps, N, C] -> y [steps, N, H];  N = batch_size.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from rnnkit import _core
+from rnnkit._checks import as_float_array, check_positive_int
+
+__all__ = ["RNNStream", "LSTMStream", "GRUStream"]
+
+_GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+
+
+class _Stream:
+    _kind = ""
+
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
+                 nonlinearity: str = "tanh") -> None:
+        batch_size = check_positive_int("batch_size", batch_size)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        w_hh = as_float_array("w_hh", w_hh)
+        dt = w_hh.dtype
+        G = _GATES[self._kind]
+        if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
+            raise ValueError(f"w_hh: expected shape ({G}*H, H) for {self._kind}, got {w_hh.shape}")
+        H = w_hh.shape[1]
+        w_ih = as_float_array("w_ih", w_ih, dt)
+        if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
+            raise ValueError(f"w_ih: expected shape ({G * H}, C), got {w_ih.shape}")
+        b_ih = None if b_ih is None else as_float_array("b_ih", b_ih, dt)
+        b_hh = None if b_hh is None else as_float_array("b_hh", b_hh, dt)
+        impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
+        self._impl = impl_cls(self._kind, w_ih, w_hh, b_ih, b_hh, batch_size, nonlinearity)
+        self.dtype = dt
+        # bound C++ methods, so a call costs no Python frame of ours
+        self.step = self._impl.step
+        self.run = self._impl.run
+
+    def step(self, x: np.ndarray) -> np.ndarray:  # replaced per instance by the C++ method
+        """One step: ``x: [N, C]`` -> new hidden state ``h: [N, H]`` (the state is carried)."""
+        return self._impl.step(x)
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # replaced per instance by the C++ method
+        """A chunk of steps in one call: ``x: [steps, N, C]`` -> outputs ``y: [steps, N, H]``."""
+        return self._impl.run(x)
+
+    def reset(self, h0: Optional[np.ndarray] = None, c0: Optional[np.ndarray] = None) -> None:
+        """Sets the carried state (``[N, H]`` each; None = zeros)."""
+        if c0 is not None and self._kind != "LSTM":
+            raise ValueError(f"c0: only an LSTM stream has a cell state, this is {self._kind}")
+        h0 = None if h0 is None else as_float_array("h0", h0, self.dtype)
+        c0 = None if c0 is None else as_float_array("c0", c0, self.dtype)
+        self._impl.reset(h0, c0)
+
+    @property
+    def h(self) -> np.ndarray:
+        """A copy of the carried hidden state, ``[N, H]``."""
+        return self._impl.h
+
+    @property
+    def batch_size(self) -> int:
+        return int(self._impl.batch_size)
+
+    @property
+    def input_size(self) -> int:
+        return int(self._impl.input_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._impl.hidden_size)
+
+
+class RNNStream(_Stream):
+    """Streaming Elman RNN (``nonlinearity`` 'tanh' or 'relu'). See the module documentation."""
+    _kind = "RNN"
+
+
+class LSTMStream(_Stream):
+    """Streaming LSTM (gate order i, f, g, o). See the module documentation."""
+    _kind = "LSTM"
+
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1) -> None:
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size)
+
+    @property
+    def c(self) -> np.ndarray:
+        """A copy of the carried cell state, ``[N, H]``."""
+        return self._impl.c
+
+
+class GRUStream(_Stream):
+    """Streaming GRU (PyTorch's form, gate order r, z, n). See the module documentation."""
+    _kind = "GRU"
+
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1) -> None:
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size)
