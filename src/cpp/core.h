@@ -148,9 +148,10 @@ class DenormalGuard {
   DenormalGuard(const DenormalGuard&) = delete;
   DenormalGuard& operator=(const DenormalGuard&) = delete;
 
-  // True when a call of x: [T, N, C] with G*H gate rows has enough work for threaded GEMMs.
+  // True when a call of x: [T, N, C] with G*H gate rows has enough work for threaded GEMMs
+  // (a batch-1 step never has: it is a pair of GEMVs, which Eigen runs on one thread).
   static bool wants_all_threads(const Dims& d, Index GH) {
-    return d.T * d.N * GH * (d.C + d.H) >= (Index(1) << 18);
+    return d.T * d.N >= 32 && d.T * d.N * GH * (d.C + d.H) >= (Index(1) << 20);
   }
 
  private:
