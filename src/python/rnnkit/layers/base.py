@@ -10,18 +10,29 @@ Protocol (what containers and the training loop rely on)
   ``layer.params``. ``zero_grad()`` resets them.
 - ``layer.compute_mask(x, mask)`` gives the mask passed on to the next layer (Keras semantics:
   ``[batch, timesteps]`` bool, or None).
-- ``params`` is ordered as Keras orders ``get_weights()``.
+- ``params`` is ordered as Keras orders ``get_weights()``; a layer may store a parameter in
+  another layout than Keras's (the recurrent layers keep PyTorch's kernel layout), in which case
+  ``get_weights()`` / ``set_weights()`` convert and ``params`` documents its own keys.
+- Parameter and gradient arrays are modified *in place* (``p -= lr * g``, ``g += ...``,
+  ``g.fill(0)``), never rebound: wrappers such as ``Bidirectional`` share them by reference.
+- ``serialize(layer)`` gives ``{"class_name": ..., "config": layer.get_config()}`` and
+  ``deserialize(that)`` rebuilds the layer: every subclass of :class:`Layer` is registered by its
+  class name when it is defined (``register`` adds another name), and configs are plain
+  JSON-compatible values when the layer uses built-in initializers and activations.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
 Shape = Tuple[Optional[int], ...]
 
 _uid = itertools.count()
+
+_REGISTRY: Dict[str, Type["Layer"]] = {}
 
 
 class Layer:
@@ -39,6 +50,11 @@ class Layer:
     trainable
         When False, the optimizer leaves this layer's parameters alone.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            _REGISTRY[cls.__name__] = cls
 
     def __init__(self, name: Optional[str] = None, input_shape: Optional[Sequence[Optional[int]]] = None,
                  dtype: str = "float32", trainable: bool = True, **kwargs: Any) -> None:
@@ -160,3 +176,71 @@ def _snake(name: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+def check_mask(name: str, mask: Any, batch: int, steps: int) -> Optional[np.ndarray]:
+    """Returns ``mask`` as a C-contiguous ``[batch, steps]`` bool array (None passes through);
+    integer masks are read as ``!= 0``, other dtypes raise TypeError, other shapes ValueError."""
+    if mask is None:
+        return None
+    from rnnkit._checks import as_mask
+
+    return as_mask(name, mask, (batch, steps))
+
+
+# ---- registry and (de)serialisation --------------------------------------------------------
+
+def register(cls: Optional[Type[Layer]] = None, *, name: Optional[str] = None) -> Any:
+    """Registers a :class:`Layer` subclass under ``name`` (default: its class name) for
+    :func:`deserialize`; usable as a decorator. Subclasses are registered automatically under
+    their class name, so this is only needed for extra names."""
+    def deco(c: Type[Layer]) -> Type[Layer]:
+        if not (isinstance(c, type) and issubclass(c, Layer)):
+            raise TypeError(f"cls: expected a Layer subclass, got {c!r}")
+        _REGISTRY[name or c.__name__] = c
+        return c
+
+    return deco if cls is None else deco(cls)
+
+
+def serialize(layer: Layer) -> Dict[str, Any]:
+    """``{"class_name": type(layer).__name__, "config": layer.get_config()}``."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layer: expected a Layer, got {type(layer).__name__}")
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def _lookup(class_name: str, custom_objects: Optional[Dict[str, Any]] = None) -> Type[Layer]:
+    if custom_objects and class_name in custom_objects:
+        return custom_objects[class_name]
+    if class_name not in _REGISTRY:
+        # Modules that define layers register them on import.
+        for mod in ("rnnkit.layers", "rnnkit.models"):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                continue
+    if class_name not in _REGISTRY:
+        raise ValueError(f"class_name: unknown layer class {class_name!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[class_name]
+
+
+def deserialize(config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None) -> Layer:
+    """Builds a layer from ``{"class_name": ..., "config": {...}}`` (the output of
+    :func:`serialize`); ``custom_objects`` maps extra class names to classes."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"config: expected a dict with 'class_name' and 'config', got {config!r}")
+    cls = _lookup(str(config["class_name"]), custom_objects)
+    return cls.from_config(dict(config.get("config") or {}))
+
+
+def get(identifier: Union[str, Dict[str, Any], Layer]) -> Union[Layer, Type[Layer]]:
+    """A layer instance passes through; a config dict is deserialised; a class name returns the
+    registered class (construct it with its own arguments)."""
+    if isinstance(identifier, Layer):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        return _lookup(identifier)
+    raise TypeError(f"identifier: expected a layer, a config dict or a class name, got {type(identifier).__name__}")
