@@ -215,7 +215,8 @@ def _lookup(class_name: str, custom_objects: Optional[Dict[str, Any]] = None) ->
         return custom_objects[class_name]
     if class_name not in _REGISTRY:
         # Modules that define layers register them on import.
-        for mod in ("rnnkit.layers", "rnnkit.models"):
+        for mod in ("rnnkit.layers.core", "rnnkit.layers.recurrent", "rnnkit.layers.wrappers",
+                    "rnnkit.models"):
             try:
                 importlib.import_module(mod)
             except ImportError:
