@@ -103,26 +103,60 @@ inline void set_num_threads(int n) {
   Eigen::setNbThreads(n);
 }
 
-// Minimum pointwise work (elements) per step before the row pass is split across threads.
-constexpr Index kParallelPointwiseMin = 16384;
+// ---------------------------------------------------------------------------------------------
+// The parallel time loop. A recurrence is sequential in t, so the threads of one call live in a
+// single OpenMP region around the whole loop (no fork/join per step) and split every step:
+//   * the recurrent GEMM by output columns: thread k owns gate columns [c0, c1), so it only ever
+//     reads its own slice of w_hh, which stays in its core's cache from step to step;
+//   * the fused pointwise pass by batch rows [r0, r1);
+// with a barrier between the two phases. Eigen's GEMMs called inside the region run on one thread
+// (Eigen does not nest), so nothing is oversubscribed. Small steps run on one thread: a barrier
+// costs about a microsecond, more than it saves below ~256 kFLOP per step.
+// ---------------------------------------------------------------------------------------------
 
-// Runs fn(r0, r1) over the rows [0, rows) in contiguous chunks, in parallel when
-// rows * cols_work >= kParallelPointwiseMin and more than one thread is allowed.
-template <typename Fn>
-inline void for_row_chunks(Index rows, Index cols_work, Fn&& fn) {
+// Threads for the time loop of a call whose recurrent GEMM per step is [N, H] x [H, GH].
+inline int loop_threads(Index N, Index H, Index GH) {
+  const Index flops_per_step = 2 * N * H * GH;
+  if (flops_per_step < (Index(1) << 18)) return 1;
+  return static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), GH / 16)));
+}
+
+inline int thread_id() {
 #ifdef _OPENMP
-  const int nt = num_threads();
-  if (nt > 1 && rows > 1 && rows * cols_work >= kParallelPointwiseMin) {
-    const Index chunks = std::min<Index>(nt, rows);
-#pragma omp parallel for num_threads(static_cast<int>(chunks)) schedule(static)
-    for (Index c = 0; c < chunks; ++c) {
-      const Index r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks;
-      fn(r0, r1);
-    }
-    return;
-  }
+  return omp_get_thread_num();
+#else
+  return 0;
 #endif
-  fn(Index(0), rows);
+}
+
+inline int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+// Waits for every thread of the time loop (a no-op on one thread).
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+// [begin, end) of part k of n of the range [0, size), boundaries rounded to multiples of `align`
+// (16 floats = one 64-byte line, so threads never write the same cache line).
+struct Range {
+  Index begin, end;
+  Index size() const { return end - begin; }
+};
+inline Range split(Index size, int k, int n, Index align = 16) {
+  auto at = [&](int i) {
+    if (i >= n) return size;
+    const Index b = (size * i / n) / align * align;
+    return std::min(b, size);
+  };
+  return {at(k), at(k + 1)};
 }
 
 // Flush-to-zero / denormals-are-zero for the duration of a kernel so that tiny activations do not
@@ -181,6 +215,13 @@ inline const T* dropped_state(const T* hp, const T* rd, Index NH, T* scratch) {
   return scratch;
 }
 
+// Rows [r.begin, r.end) of the recurrent product's input for the next step: hd = h ⊙ rd.
+template <typename T>
+inline void drop_rows(const T* h, const T* rd, Range r, Index H, T* hd) {
+  if (!rd) return;
+  for (Index i = r.begin * H; i < r.end * H; ++i) hd[i] = h[i] * rd[i];
+}
+
 // The states before every step as the recurrent product saw them, hprev: [T, N, H] (⊙ rd: [N, H]
 // per time step when there is recurrent dropout, written to `scratch`: [T, N, H]).
 template <typename T>
@@ -190,59 +231,62 @@ inline const T* dropped_states(const T* hprev, const T* rd, Index T_, Index NH, 
   return scratch;
 }
 
-// Backward through the recurrent dropout: dh_{t-1} (from the recurrent product) ⊙= rd.
+// Backward through the recurrent dropout, columns [c.begin, c.end) of dh_{t-1}: [N, H]
+// (from the recurrent product): dh ⊙= rd.
 template <typename T>
-inline void apply_dropout_grad(const T* rd, Index NH, T* dh) {
+inline void apply_dropout_grad(const T* rd, Index N, Range c, Index H, T* dh) {
   if (!rd) return;
-  for (Index i = 0; i < NH; ++i) dh[i] *= rd[i];
+  for (Index n = 0; n < N; ++n)
+    for (Index j = c.begin; j < c.end; ++j) dh[n * H + j] *= rd[n * H + j];
 }
 
-// Rows n of a [N, H] state that a step mask `m: [N]` (may be null = all valid) marks as skipped
-// copy the previous state: next[n] = prev[n].
+// Masked rows n in [r.begin, r.end) of a [N, H] state keep the previous state: next[n] = prev[n].
+// `m: [N]` is the step's mask (null = every row valid).
 template <typename T>
-inline void carry_masked_rows(const bool* m, Index N, const T* prev, T* next, Index H) {
+inline void carry_masked_rows(const bool* m, Range r, Index H, const T* prev, T* next) {
   if (!m) return;
-  for (Index n = 0; n < N; ++n)
+  for (Index n = r.begin; n < r.end; ++n)
     if (!m[n]) std::copy(prev + n * H, prev + (n + 1) * H, next + n * H);
 }
 
-// Writes the output of one step y_t: [N, H] from the state after the step; masked rows are the
-// carried state (already in `state`) or zeros when zero_masked.
+// Rows [r.begin, r.end) of the output of one step, y_t: [N, H], from the state after the step;
+// masked rows are the carried state (already in `state`) or zeros when zero_masked.
 template <typename T>
-inline void write_output(const bool* m, bool zero_masked, Index N, Index H, const T* state, T* y_t) {
-  std::copy(state, state + N * H, y_t);
+inline void write_output(const bool* m, bool zero_masked, Range r, Index H, const T* state, T* y_t) {
+  std::copy(state + r.begin * H, state + r.end * H, y_t + r.begin * H);
   if (m && zero_masked)
-    for (Index n = 0; n < N; ++n)
+    for (Index n = r.begin; n < r.end; ++n)
       if (!m[n]) std::fill(y_t + n * H, y_t + (n + 1) * H, T(0));
 }
 
-// In backward, the gradient reaching the state after a step: dh = dh_carry + dy_t, except that a
-// masked row with zero_masked output has no dependence on y (its output was a constant 0).
+// Backward, rows [r.begin, r.end): the gradient reaching the state after a step,
+// dh = dh_carry + dy_t, except that a masked row whose output was zeroed has no dy.
 template <typename T>
-inline void add_output_grad(const bool* m, bool zero_masked, Index N, Index H, const T* dy_t,
+inline void add_output_grad(const bool* m, bool zero_masked, Range r, Index H, const T* dy_t,
                             const T* dh_carry, T* dh) {
-  for (Index n = 0; n < N; ++n) {
+  for (Index n = r.begin; n < r.end; ++n) {
     const bool use_dy = !(m && zero_masked && !m[n]);
     for (Index j = 0; j < H; ++j)
       dh[n * H + j] = dh_carry[n * H + j] + (use_dy ? dy_t[n * H + j] : T(0));
   }
 }
 
-// Backward, for masked rows, after the recurrent GEMM: the state gradient passes through the
-// skipped step unchanged, dh_prev[n] = dh[n] (their gate gradients were set to zero before).
+// Backward, rows [r.begin, r.end): masked rows of a step's gate gradient dG_t: [N, GH] are 0,
+// so they add nothing to the recurrent product or the weight gradients.
 template <typename T>
-inline void pass_masked_rows(const bool* m, Index N, Index H, const T* dh, T* dh_prev) {
+inline void zero_masked_rows(const bool* m, Range r, Index GH, T* dG_t) {
   if (!m) return;
-  for (Index n = 0; n < N; ++n)
-    if (!m[n]) std::copy(dh + n * H, dh + (n + 1) * H, dh_prev + n * H);
+  for (Index n = r.begin; n < r.end; ++n)
+    if (!m[n]) std::fill(dG_t + n * GH, dG_t + (n + 1) * GH, T(0));
 }
 
-// Backward, before the recurrent GEMM: masked rows of a step's gate gradient dG_t: [N, GH] are 0.
+// Backward, after the recurrent GEMM, columns [c.begin, c.end) of every masked row: the state
+// gradient passes through the skipped step unchanged, dh_prev[n] = dh[n].
 template <typename T>
-inline void zero_masked_rows(const bool* m, Index N, Index GH, T* dG_t) {
+inline void pass_masked_cols(const bool* m, Index N, Range c, Index H, const T* dh, T* dh_prev) {
   if (!m) return;
   for (Index n = 0; n < N; ++n)
-    if (!m[n]) std::fill(dG_t + n * GH, dG_t + (n + 1) * GH, T(0));
+    if (!m[n]) std::copy(dh + n * H + c.begin, dh + n * H + c.end, dh_prev + n * H + c.begin);
 }
 
 // Pointers to one layer's parameters in PyTorch layout (biases may be null).

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "core.h"
+#include "gemm.h"
 
 namespace rnnkit {
 
@@ -37,41 +38,59 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   T* S0 = cache.S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
 
-  CMatMap<T> Whh(w.w_hh, G, H);
+  // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
+  drop_rows(S0, w.rd, {0, N}, H, hd.data());
+
   MatMap<T> Gh(gh, N, G);
-  for (Index k = 0; k < d.T; ++k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    MatMap<T> Gt(cache.gates + t * N * G, N, G);
-    const T* hp = cache.S + si.before(t) * NH;
-    T* hnext = cache.S + si.after(t) * NH;
-    T* hn_t = cache.hn + t * NH;
+  const int nt = loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, H, G);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    for (Index k = 0; k < d.T; ++k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      MatMap<T> Gt(cache.gates + t * N * G, N, G);
+      const T* hp = cache.S + si.before(t) * NH;
+      T* hnext = cache.S + si.after(t) * NH;
+      T* hn_t = cache.hn + t * NH;
 
-    // Gh = (h_{t-1} ⊙ rd) · w_hh^T (+ b_hh)         [N, H] x [H, 3H]
-    Gh.noalias() = CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
-    if (w.b_hh) Gh.rowwise() += CRowVecMap<T>(w.b_hh, G);
+      // Gh[:, cols] = (h_{t-1} ⊙ rd) · w_hh[cols]^T + b_hh[cols]        [N, H] x [H, |cols|]
+      Wk.multiply(N, w.rd ? hd.data() : hp, H, gh + cols.begin, G, /*accumulate=*/false);
+      if (w.b_hh && cols.size())
+        Gh.middleCols(cols.begin, cols.size()).rowwise() +=
+            CRowVecMap<T>(w.b_hh + cols.begin, cols.size());
+      barrier();
 
-    for_row_chunks(N, G, [&](Index r0, Index r1) {
-      const Index rr = r1 - r0;
-      auto Gb = Gt.middleRows(r0, rr);
-      auto Ghb = Gh.middleRows(r0, rr);
-      // r, z = σ(x-part + h-part)
-      Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array() + Ghb.leftCols(2 * H).array());
-      auto r = Gb.leftCols(H).array();
-      auto z = Gb.middleCols(H, H).array();
-      auto n = Gb.rightCols(H).array();
-      MatMap<T> hn_b(hn_t + r0 * H, rr, H);
-      // keep W_hn h + b_hn for backward
-      hn_b = Ghb.rightCols(H);
-      // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
-      n = (n + r * hn_b.array()).tanh();
-      // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}  =  n + z ⊙ (h_{t-1} - n)
-      MatMap<T>(hnext + r0 * H, rr, H).array() =
-          n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
-    });
-
-    carry_masked_rows(m, N, hp, hnext, H);
-    write_output(m, opt.zero_masked, N, H, hnext, y + t * NH);
+      if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        auto Gb = Gt.middleRows(r0, rr);
+        auto Ghb = Gh.middleRows(r0, rr);
+        // r, z = σ(x-part + h-part)
+        Gb.leftCols(2 * H).array() =
+            sigmoid(Gb.leftCols(2 * H).array() + Ghb.leftCols(2 * H).array());
+        auto r = Gb.leftCols(H).array();
+        auto z = Gb.middleCols(H, H).array();
+        auto n = Gb.rightCols(H).array();
+        MatMap<T> hn_b(hn_t + r0 * H, rr, H);
+        // keep W_hn h + b_hn for backward
+        hn_b = Ghb.rightCols(H);
+        // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
+        n = (n + r * hn_b.array()).tanh();
+        // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}  =  n + z ⊙ (h_{t-1} - n)
+        MatMap<T>(hnext + r0 * H, rr, H).array() =
+            n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
+      }
+      carry_masked_rows(m, rows, H, hp, hnext);
+      write_output(m, opt.zero_masked, rows, H, hnext, y + t * NH);
+      drop_rows(hnext, w.rd, rows, H, hd.data());
+      barrier();
+    }
   }
 }
 
@@ -91,50 +110,65 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  CMatMap<T> Whh(w.w_hh, G, H);
-  for (Index k = d.T - 1; k >= 0; --k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    const T* Gt = cache.gates + t * N * G;
-    const T* hp = cache.S + si.before(t) * NH;
-    const T* hn_t = cache.hn + t * NH;
-    T* dGxt = dGx + t * N * G;
-    T* dGht = dGh + t * N * G;
+  const int nt = loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, G, H);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh: [3H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_plain(w.w_hh, G, H, cols.begin, cols.end);
+    for (Index k = d.T - 1; k >= 0; --k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      const T* Gt = cache.gates + t * N * G;
+      const T* hp = cache.S + si.before(t) * NH;
+      const T* hn_t = cache.hn + t * NH;
+      T* dGxt = dGx + t * N * G;
+      T* dGht = dGh + t * N * G;
 
-    // dh = dh_carry + dy_t
-    add_output_grad(m, opt.zero_masked, N, H, dy + t * NH, dh_carry.data(), dh.data());
+      // dh = dh_carry + dy_t
+      add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        CMatMap<T> Gb(Gt + r0 * G, rr, G);
+        MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);
+        auto r = Gb.leftCols(H).array();
+        auto z = Gb.middleCols(H, H).array();
+        auto n = Gb.rightCols(H).array();
+        auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
+        auto dh_b = dh.middleRows(r0, rr).array();
+        auto dr = dGxb.leftCols(H).array();
+        auto dz = dGxb.middleCols(H, H).array();
+        auto dn = dGxb.rightCols(H).array();
+        // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)          (the input part of the candidate)
+        dn = dh_b * (T(1) - z) * (T(1) - n.square());
+        // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
+        dz = dh_b * (hp_b - n) * z * (T(1) - z);
+        // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
+        dr = dn * CMatMap<T>(hn_t + r0 * H, rr, H).array() * r * (T(1) - r);
+        // recurrent pre-activation gradients: r and z as above, n scaled by r
+        dGhb.leftCols(2 * H) = dGxb.leftCols(2 * H);
+        dGhb.rightCols(H).array() = dn * r;
+      }
+      zero_masked_rows(m, rows, G, dGxt);
+      zero_masked_rows(m, rows, G, dGht);
+      barrier();
 
-    for_row_chunks(N, G, [&](Index r0, Index r1) {
-      const Index rr = r1 - r0;
-      CMatMap<T> Gb(Gt + r0 * G, rr, G);
-      MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);
-      auto r = Gb.leftCols(H).array();
-      auto z = Gb.middleCols(H, H).array();
-      auto n = Gb.rightCols(H).array();
-      auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
-      auto dh_b = dh.middleRows(r0, rr).array();
-      auto dr = dGxb.leftCols(H).array();
-      auto dz = dGxb.middleCols(H, H).array();
-      auto dn = dGxb.rightCols(H).array();
-      // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)          (the input part of the candidate)
-      dn = dh_b * (T(1) - z) * (T(1) - n.square());
-      // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
-      dz = dh_b * (hp_b - n) * z * (T(1) - z);
-      // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
-      dr = dn * CMatMap<T>(hn_t + r0 * H, rr, H).array() * r * (T(1) - r);
-      // recurrent pre-activation gradients: r and z as above, n scaled by r
-      dGhb.leftCols(2 * H) = dGxb.leftCols(2 * H);
-      dGhb.rightCols(H).array() = dn * r;
-    });
-
-    zero_masked_rows(m, N, G, dGxt);
-    zero_masked_rows(m, N, G, dGht);
-    // dh_{t-1} = (dGh_t · w_hh) ⊙ rd + dh ⊙ z          [N, 3H] x [3H, H]
-    dh_carry.noalias() = CMatMap<T>(dGht, N, G) * Whh;
-    apply_dropout_grad(w.rd, NH, dh_carry.data());
-    dh_carry.array() += dh.array() * CMatMap<T>(Gt, N, G).middleCols(H, H).array();
-    // masked rows: dh_{t-1} = dh
-    pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
+      if (cols.size()) {
+        auto dk = dh_carry.middleCols(cols.begin, cols.size());
+        // dh_{t-1}[:, cols] = (dGh_t · w_hh[:, cols]) ⊙ rd + dh ⊙ z        [N, 3H] x [3H, |cols|]
+        Wk.multiply(N, dGht, G, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
+        apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
+        dk.array() += dh.middleCols(cols.begin, cols.size()).array() *
+                      CMatMap<T>(Gt, N, G).middleCols(H + cols.begin, cols.size()).array();
+      }
+      // masked rows: dh_{t-1} = dh
+      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
+      barrier();
+    }
   }
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 

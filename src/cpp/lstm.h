@@ -6,6 +6,7 @@
 #pragma once
 
 #include "core.h"
+#include "gemm.h"
 
 namespace rnnkit {
 
@@ -21,7 +22,7 @@ struct LstmCache {
 
 // LSTM forward.
 //   x: [T, N, C]; h0, c0: [N, H] (null = zeros); weights w_ih: [4H, C], w_hh: [4H, H],
-//   b_ih, b_hh: [4H] (null = none); opt.mask: [T, N].
+//   b_ih, b_hh: [4H] (null = none), rd: [N, H] (null = none); opt.mask: [T, N].
 //   Writes y: [T, N, H] and the cache (h_n = S[final], c_n = Cs[final]).
 template <typename T>
 void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Weights<T>& w,
@@ -29,7 +30,6 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
-  Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih + b_hh     for all t at once: [T*N, 4H]
   input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates);
@@ -39,45 +39,59 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   T* C0 = cache.Cs + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
   if (c0) std::copy(c0, c0 + NH, C0); else std::fill(C0, C0 + NH, T(0));
+  // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
+  Mat<T> hd(w.rd ? N : 0, H);
+  drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  CMatMap<T> Whh(w.w_hh, G, H);
-  for (Index k = 0; k < d.T; ++k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    MatMap<T> Gt(cache.gates + t * N * G, N, G);
-    const T* hp = cache.S + si.before(t) * NH;
-    const T* cp = cache.Cs + si.before(t) * NH;
-    T* hn = cache.S + si.after(t) * NH;
-    T* cn = cache.Cs + si.after(t) * NH;
+  const int nt = loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, H, G);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    for (Index k = 0; k < d.T; ++k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      MatMap<T> Gt(cache.gates + t * N * G, N, G);
+      const T* hp = cache.S + si.before(t) * NH;
+      const T* cp = cache.Cs + si.before(t) * NH;
+      T* hn = cache.S + si.after(t) * NH;
+      T* cn = cache.Cs + si.after(t) * NH;
 
-    // pre-activations: G_t += (h_{t-1} ⊙ rd) · w_hh^T        [N, H] x [H, 4H]
-    Gt.noalias() += CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
+      // G_t[:, cols] += (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
+      Wk.multiply(N, w.rd ? hd.data() : hp, H, Gt.data() + cols.begin, G, /*accumulate=*/true);
+      barrier();
 
-    // one fused pass over the gates, by row chunks
-    for_row_chunks(N, G, [&](Index r0, Index r1) {
-      const Index rr = r1 - r0;
-      auto Gb = Gt.middleRows(r0, rr);
-      // i, f = σ(·)
-      Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array());
-      // g = tanh(·)
-      Gb.middleCols(2 * H, H).array() = Gb.middleCols(2 * H, H).array().tanh();
-      // o = σ(·)
-      Gb.rightCols(H).array() = sigmoid(Gb.rightCols(H).array());
-      auto i = Gb.leftCols(H).array();
-      auto f = Gb.middleCols(H, H).array();
-      auto g = Gb.middleCols(2 * H, H).array();
-      auto o = Gb.rightCols(H).array();
-      MatMap<T> Cn(cn + r0 * H, rr, H);
-      // c_t = f ⊙ c_{t-1} + i ⊙ g
-      Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
-      // h_t = o ⊙ tanh(c_t)
-      MatMap<T>(hn + r0 * H, rr, H).array() = o * Cn.array().tanh();
-    });
-
-    // masked rows keep the previous state
-    carry_masked_rows(m, N, hp, hn, H);
-    carry_masked_rows(m, N, cp, cn, H);
-    write_output(m, opt.zero_masked, N, H, hn, y + t * NH);
+      if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        auto Gb = Gt.middleRows(r0, rr);
+        // i, f = σ(·)
+        Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array());
+        // g = tanh(·)
+        Gb.middleCols(2 * H, H).array() = Gb.middleCols(2 * H, H).array().tanh();
+        // o = σ(·)
+        Gb.rightCols(H).array() = sigmoid(Gb.rightCols(H).array());
+        auto i = Gb.leftCols(H).array();
+        auto f = Gb.middleCols(H, H).array();
+        auto g = Gb.middleCols(2 * H, H).array();
+        auto o = Gb.rightCols(H).array();
+        MatMap<T> Cn(cn + r0 * H, rr, H);
+        // c_t = f ⊙ c_{t-1} + i ⊙ g
+        Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
+        // h_t = o ⊙ tanh(c_t)
+        MatMap<T>(hn + r0 * H, rr, H).array() = o * Cn.array().tanh();
+      }
+      // masked rows keep the previous state
+      carry_masked_rows(m, rows, H, hp, hn);
+      carry_masked_rows(m, rows, H, cp, cn);
+      write_output(m, opt.zero_masked, rows, H, hn, y + t * NH);
+      drop_rows(hn, w.rd, rows, H, hd.data());
+      barrier();
+    }
   }
 }
 
@@ -93,69 +107,84 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
 
-  // carried gradients w.r.t. the state after the current step, and their next values
-  Mat<T> dh_carry(N, H), dh(N, H), dc_carry(N, H), dc_next(N, H);
+  // dh_carry, dc: gradients w.r.t. the state after the current step; dh = dh_carry + dy_t
+  Mat<T> dh_carry(N, H), dh(N, H), dc_a(N, H), dc_b(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
-  if (dc_n) dc_carry = CMatMap<T>(dc_n, N, H); else dc_carry.setZero();
+  if (dc_n) dc_a = CMatMap<T>(dc_n, N, H); else dc_a.setZero();
+  T* dc_final = dc_a.data();
 
-  CMatMap<T> Whh(w.w_hh, G, H);
-  for (Index k = d.T - 1; k >= 0; --k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    const T* Gt = cache.gates + t * N * G;
-    const T* cp = cache.Cs + si.before(t) * NH;
-    const T* cn = cache.Cs + si.after(t) * NH;
-    T* dGt = dG + t * N * G;
+  const int nt = loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, G, H);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh: [4H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_plain(w.w_hh, G, H, cols.begin, cols.end);
+    T* dc_cur = dc_a.data();  // dc w.r.t. c_t (every thread swaps its own copies alike)
+    T* dc_prev = dc_b.data();
+    for (Index k = d.T - 1; k >= 0; --k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      const T* Gt = cache.gates + t * N * G;
+      const T* cp = cache.Cs + si.before(t) * NH;
+      const T* cn = cache.Cs + si.after(t) * NH;
+      T* dGt = dG + t * N * G;
 
-    // dh = dh_carry + dy_t
-    add_output_grad(m, opt.zero_masked, N, H, dy + t * NH, dh_carry.data(), dh.data());
+      // dh = dh_carry + dy_t
+      add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        CMatMap<T> Gb(Gt + r0 * G, rr, G);
+        MatMap<T> dGb(dGt + r0 * G, rr, G);
+        auto i = Gb.leftCols(H).array();
+        auto f = Gb.middleCols(H, H).array();
+        auto g = Gb.middleCols(2 * H, H).array();
+        auto o = Gb.rightCols(H).array();
+        auto dh_b = dh.middleRows(r0, rr).array();
+        auto dc_b_in = CMatMap<T>(dc_cur + r0 * H, rr, H).array();
+        auto dc_b_out = MatMap<T>(dc_prev + r0 * H, rr, H).array();
+        auto di = dGb.leftCols(H).array();
+        auto df = dGb.middleCols(H, H).array();
+        auto dg = dGb.middleCols(2 * H, H).array();
+        auto d_o = dGb.rightCols(H).array();
+        // tanh(c_t), kept in the o-slot for a moment
+        d_o = CMatMap<T>(cn + r0 * H, rr, H).array().tanh();
+        // dc = dc_carry + dh ⊙ o ⊙ (1 - tanh²(c_t))      (held in dc_prev's rows until the end)
+        dc_b_out = dc_b_in + dh_b * o * (T(1) - d_o.square());
+        // d(o pre) = dh ⊙ tanh(c_t) ⊙ o(1 - o)
+        d_o = dh_b * d_o * o * (T(1) - o);
+        // d(i pre) = dc ⊙ g ⊙ i(1 - i)
+        di = dc_b_out * g * i * (T(1) - i);
+        // d(f pre) = dc ⊙ c_{t-1} ⊙ f(1 - f)
+        df = dc_b_out * CMatMap<T>(cp + r0 * H, rr, H).array() * f * (T(1) - f);
+        // d(g pre) = dc ⊙ i ⊙ (1 - g²)
+        dg = dc_b_out * i * (T(1) - g.square());
+        // dc_{t-1} = dc ⊙ f
+        dc_b_out = dc_b_out * f;
+      }
+      // masked rows: no gate gradient, dc_{t-1} = dc_t
+      zero_masked_rows(m, rows, G, dGt);
+      carry_masked_rows(m, rows, H, dc_cur, dc_prev);
+      std::swap(dc_cur, dc_prev);
+      barrier();
 
-    for_row_chunks(N, G, [&](Index r0, Index r1) {
-      const Index rr = r1 - r0;
-      CMatMap<T> Gb(Gt + r0 * G, rr, G);
-      MatMap<T> dGb(dGt + r0 * G, rr, G);
-      auto i = Gb.leftCols(H).array();
-      auto f = Gb.middleCols(H, H).array();
-      auto g = Gb.middleCols(2 * H, H).array();
-      auto o = Gb.rightCols(H).array();
-      auto dh_b = dh.middleRows(r0, rr).array();
-      auto dc_b = dc_carry.middleRows(r0, rr).array();
-      auto dcn_b = dc_next.middleRows(r0, rr).array();
-      auto di = dGb.leftCols(H).array();
-      auto df = dGb.middleCols(H, H).array();
-      auto dg = dGb.middleCols(2 * H, H).array();
-      auto d_o = dGb.rightCols(H).array();
-      // tanh(c_t), kept in the o-slot for a moment
-      d_o = CMatMap<T>(cn + r0 * H, rr, H).array().tanh();
-      // dc = dc_carry + dh ⊙ o ⊙ (1 - tanh²(c_t))
-      dcn_b = dc_b + dh_b * o * (T(1) - d_o.square());
-      // d(o pre) = dh ⊙ tanh(c_t) ⊙ o(1 - o)
-      d_o = dh_b * d_o * o * (T(1) - o);
-      // d(i pre) = dc ⊙ g ⊙ i(1 - i)
-      di = dcn_b * g * i * (T(1) - i);
-      // d(f pre) = dc ⊙ c_{t-1} ⊙ f(1 - f)
-      df = dcn_b * CMatMap<T>(cp + r0 * H, rr, H).array() * f * (T(1) - f);
-      // d(g pre) = dc ⊙ i ⊙ (1 - g²)
-      dg = dcn_b * i * (T(1) - g.square());
-      // dc_{t-1} = dc ⊙ f
-      dcn_b = dcn_b * f;
-    });
-
-    zero_masked_rows(m, N, G, dGt);
-    // dh_{t-1} = dG_t · w_hh        [N, 4H] x [4H, H]
-    dh_carry.noalias() = CMatMap<T>(dGt, N, G) * Whh;
-    // through the recurrent dropout: dh_{t-1} ⊙= rd
-    apply_dropout_grad(w.rd, NH, dh_carry.data());
-    // masked rows: dh_{t-1} = dh, dc_{t-1} = dc_carry
-    pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
-    pass_masked_rows(m, N, H, dc_carry.data(), dc_next.data());
-    dc_carry.swap(dc_next);
+      // dh_{t-1}[:, cols] = (dG_t · w_hh[:, cols]) ⊙ rd        [N, 4H] x [4H, |cols|]
+      Wk.multiply(N, dGt, G, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
+      apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
+      // masked rows: dh_{t-1} = dh
+      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
+      barrier();
+    }
+    if (tid == 0) dc_final = dc_cur;
   }
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
-  std::copy(dc_carry.data(), dc_carry.data() + NH, dc0);
+  std::copy(dc_final, dc_final + NH, dc0);
 
-  // dx, dw_ih, dw_hh, db from single GEMMs over all steps
-  // states before each step as the recurrent product saw them: [T, N, H]
+  // dx, dw_ih, dw_hh, db from single GEMMs over all steps; the states before each step as the
+  // recurrent product saw them: [T, N, H]
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
   const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
   weight_gradients(d, G, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core.h"
+#include "gemm.h"
 
 namespace rnnkit {
 
@@ -27,21 +28,37 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   T* S0 = S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
 
-  CMatMap<T> Whh(w.w_hh, H, H);
-  for (Index k = 0; k < d.T; ++k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    const T* hp = S + si.before(t) * NH;
-    MatMap<T> Hn(S + si.after(t) * NH, N, H);
-    // pre = (x-part) + (h_{t-1} ⊙ rd) · w_hh^T
-    Hn.noalias() += CMatMap<T>(dropped_state(hp, w.rd, NH, hd.data()), N, H) * Whh.transpose();
-    for_row_chunks(N, H, [&](Index r0, Index r1) {
-      auto a = Hn.middleRows(r0, r1 - r0).array();
-      // h_t = tanh(pre)  or  max(pre, 0)
-      if (act == Nonlinearity::Tanh) a = a.tanh(); else a = a.max(T(0));
-    });
-    carry_masked_rows(m, N, hp, Hn.data(), H);
-    write_output(m, opt.zero_masked, N, H, Hn.data(), y + t * NH);
+  // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
+  drop_rows(S0, w.rd, {0, N}, H, hd.data());
+
+  const int nt = loop_threads(N, H, H);
+  auto packs = reserve_slices<T>(nt, H, H);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    for (Index k = 0; k < d.T; ++k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      const T* hp = S + si.before(t) * NH;
+      MatMap<T> Hn(S + si.after(t) * NH, N, H);
+      // pre[:, cols] = (x-part) + (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
+      Wk.multiply(N, w.rd ? hd.data() : hp, H, Hn.data() + cols.begin, H, /*accumulate=*/true);
+      barrier();
+      if (rows.size()) {
+        auto a = Hn.middleRows(rows.begin, rows.size()).array();
+        // h_t = tanh(pre)  or  max(pre, 0)
+        if (act == Nonlinearity::Tanh) a = a.tanh(); else a = a.max(T(0));
+      }
+      carry_masked_rows(m, rows, H, hp, Hn.data());
+      write_output(m, opt.zero_masked, rows, H, Hn.data(), y + t * NH);
+      drop_rows(Hn.data(), w.rd, rows, H, hd.data());
+      barrier();
+    }
   }
 }
 
@@ -60,30 +77,42 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  CMatMap<T> Whh(w.w_hh, H, H);
-  for (Index k = d.T - 1; k >= 0; --k) {
-    const Index t = si.time_of(k);
-    const bool* m = opt.mask_at(t, N);
-    T* dGt = dG + t * NH;
-    // dh = dh_carry + dy_t
-    add_output_grad(m, opt.zero_masked, N, H, dy + t * NH, dh_carry.data(), dh.data());
-    for_row_chunks(N, H, [&](Index r0, Index r1) {
-      const Index rr = r1 - r0;
-      auto h = CMatMap<T>(S + si.after(t) * NH + r0 * H, rr, H).array();
-      auto g = MatMap<T>(dGt + r0 * H, rr, H).array();
-      auto dh_b = dh.middleRows(r0, rr).array();
-      // d(pre) = dh ⊙ (1 - h_t²)  for tanh,   dh ⊙ [h_t > 0]  for relu
-      if (act == Nonlinearity::Tanh)
-        g = dh_b * (T(1) - h.square());
-      else
-        g = (h > T(0)).select(dh_b, T(0));
-    });
-    zero_masked_rows(m, N, H, dGt);
-    // dh_{t-1} = dG_t · w_hh
-    dh_carry.noalias() = CMatMap<T>(dGt, N, H) * Whh;
-    // through the recurrent dropout: dh_{t-1} ⊙= rd
-    apply_dropout_grad(w.rd, NH, dh_carry.data());
-    pass_masked_rows(m, N, H, dh.data(), dh_carry.data());
+  const int nt = loop_threads(N, H, H);
+  auto packs = reserve_slices<T>(nt, H, H);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh: [H, |cols|], packed once for the whole sequence
+    PackedB<T>& Wk = packs[tid];
+    Wk.pack_plain(w.w_hh, H, H, cols.begin, cols.end);
+    for (Index k = d.T - 1; k >= 0; --k) {
+      const Index t = si.time_of(k);
+      const bool* m = opt.mask_at(t, N);
+      T* dGt = dG + t * NH;
+      // dh = dh_carry + dy_t
+      add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        auto h = CMatMap<T>(S + si.after(t) * NH + r0 * H, rr, H).array();
+        auto g = MatMap<T>(dGt + r0 * H, rr, H).array();
+        auto dh_b = dh.middleRows(r0, rr).array();
+        // d(pre) = dh ⊙ (1 - h_t²)  for tanh,   dh ⊙ [h_t > 0]  for relu
+        if (act == Nonlinearity::Tanh)
+          g = dh_b * (T(1) - h.square());
+        else
+          g = (h > T(0)).select(dh_b, T(0));
+      }
+      zero_masked_rows(m, rows, H, dGt);
+      barrier();
+      // dh_{t-1}[:, cols] = (dG_t · w_hh[:, cols]) ⊙ rd        [N, H] x [H, |cols|]
+      Wk.multiply(N, dGt, H, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
+      apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
+      // masked rows: dh_{t-1} = dh
+      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
+      barrier();
+    }
   }
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
