@@ -1,0 +1,368 @@
+"""Saving and loading models: one self-contained safetensors file, no pickle.
+
+File format (``format_version`` 1)
+----------------------------------
+A standard `safetensors <https://github.com/huggingface/safetensors>`_ file:
+
+- tensors ``"<layer name>/<param key>"``: every layer's parameters as stored in ``layer.params``
+  (e.g. ``"lstm/w_ih"``, ``"dense/kernel"``, ``"bidirectional/forward/w_hh"``), in their dtype;
+- tensors ``"optimizer/<i>/<slot>"``: the optimizer's slots for the ``i``-th trainable parameter
+  (full model files, when the optimizer has taken steps);
+- string metadata (``__metadata__``): ``format`` = ``"rnnkit"``, ``format_version``, ``kind``
+  (``"model"`` or ``"weights"``), ``layers`` (JSON: per layer its name, class and parameter
+  shapes/dtypes, in model order), ``model_config`` (JSON architecture), ``compile_config``
+  (JSON: loss, optimizer config, metrics), ``optimizer_iterations`` and ``checksum`` (SHA-256
+  over the tensors' names, dtypes, shapes and bytes and over the other metadata).
+
+Loading parses the header itself first, so a truncated, padded, tampered or foreign file raises
+a ``ValueError`` that says what is wrong; weights are matched to layers by position and checked
+for class, keys, shapes and dtypes before anything is assigned.
+
+Writes go to a temporary file in the target's directory that is flushed, fsync'ed and then
+``os.replace``'d onto the target: a crash or an error mid-write never leaves a partial file under
+the target name (the previous file, if any, stays intact).
+
+Shapes
+------
+Tensors keep the shapes of ``layer.params`` (the kernels' layout, e.g. LSTM ``w_ih [4U, C]``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnkit.models import Sequential
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "rnnkit"
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "F16": np.float16,
+           "U8": np.uint8, "I8": np.int8, "BOOL": np.bool_, "I16": np.int16, "U16": np.uint16,
+           "U32": np.uint32, "U64": np.uint64}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"config: value of type {type(o).__name__} is not JSON-serialisable")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, sort_keys=True)
+
+
+def _checksum(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(metadata):
+        if k != "checksum":
+            h.update(f"meta\0{k}\0{metadata[k]}\0".encode())
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"tensor\0{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+def _write_all(f: Any, data: bytes) -> None:
+    """Writes ``data`` in chunks (kept separate so tests can make a write fail midway)."""
+    mv = memoryview(data)
+    for i in range(0, len(mv), _CHUNK):
+        f.write(mv[i:i + _CHUNK])
+
+
+def _file_mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically: a temporary file in the same directory, flushed
+    and fsync'ed, then ``os.replace``'d onto ``path``. On any error the temporary file is removed
+    and ``path`` is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"filepath: directory {directory!r} does not exist")
+    mode = _file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable where the platform allows it
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _layer_tensors(model: "Sequential") -> Tuple[Dict[str, np.ndarray], List[Dict[str, Any]]]:
+    if not model.built:
+        raise ValueError(f"model: {model.name!r} is not built; give the first layer an input_shape, "
+                         "call build(input_shape) or fit it before saving")
+    tensors: Dict[str, np.ndarray] = {}
+    layers: List[Dict[str, Any]] = []
+    for layer in model.layers:
+        entry = {"name": layer.name, "class_name": type(layer).__name__, "params": {}}
+        for k, p in layer.params.items():
+            tensors[f"{layer.name}/{k}"] = np.ascontiguousarray(p)
+            entry["params"][k] = {"shape": list(p.shape), "dtype": p.dtype.name}
+        layers.append(entry)
+    return tensors, layers
+
+
+def _serialize(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> bytes:
+    from safetensors.numpy import save
+
+    metadata = dict(metadata)
+    metadata["checksum"] = _checksum(tensors, metadata)
+    return save(tensors, metadata=metadata)
+
+
+def _base_metadata(kind: str, layers: List[Dict[str, Any]]) -> Dict[str, str]:
+    from rnnkit import __version__
+
+    return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind,
+            "rnnkit_version": __version__, "layers": _dumps(layers)}
+
+
+def save_model(model: "Sequential", filepath: str, include_optimizer: bool = True) -> None:
+    """Saves the architecture, weights, compile config and (``include_optimizer``) the optimizer
+    state of ``model`` to ``filepath`` (one safetensors file, written atomically).
+
+    Shapes
+    ------
+    Tensors keep the shapes of ``layer.params``.
+    """
+    tensors, layers = _layer_tensors(model)
+    meta = _base_metadata("model", layers)
+    meta["model_config"] = _dumps({"class_name": type(model).__name__, "config": model.get_config()})
+    cc = model.get_compile_config()
+    if cc is not None:
+        meta["compile_config"] = _dumps(cc)
+        opt = model.optimizer
+        if include_optimizer and opt is not None and opt.iterations > 0:
+            params, _ = model.trainable_variables()
+            state = opt.get_state(params)
+            meta["optimizer_iterations"] = str(int(state.pop("iterations")))
+            for k, v in state.items():
+                tensors[f"optimizer/{k}"] = np.ascontiguousarray(v)
+    atomic_write(filepath, _serialize(tensors, meta))
+
+
+def save_weights(model: "Sequential", filepath: str) -> None:
+    """Saves only the weights of ``model`` (safetensors, written atomically).
+
+    Shapes
+    ------
+    Tensors keep the shapes of ``layer.params``.
+    """
+    tensors, layers = _layer_tensors(model)
+    atomic_write(filepath, _serialize(tensors, _base_metadata("weights", layers)))
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+class _File:
+    """A parsed, validated rnnkit safetensors file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as f:
+            data = f.read()
+        self.metadata, self.tensors = self._parse(data)
+
+    def fail(self, msg: str) -> ValueError:
+        return ValueError(f"{self.path}: {msg}")
+
+    def _parse(self, data: bytes) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
+        if len(data) < 8:
+            raise self.fail(f"not an rnnkit model file: {len(data)} bytes is too short for a "
+                            "safetensors header (truncated?)")
+        n = int.from_bytes(data[:8], "little")
+        if n > len(data) - 8:
+            raise self.fail(f"truncated or not a safetensors file: the header claims {n} bytes but "
+                            f"only {len(data) - 8} follow")
+        try:
+            header = json.loads(data[8:8 + n].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self.fail(f"not an rnnkit model file: the safetensors header is not valid JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise self.fail("not an rnnkit model file: the safetensors header is not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise self.fail(f"not an rnnkit model file: expected metadata format {FORMAT!r}, got {got!r}")
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError:
+            raise self.fail(f"invalid format_version {meta.get('format_version')!r}") from None
+        if version > FORMAT_VERSION or version < 1:
+            raise self.fail(f"format version {version} is not supported (this rnnkit reads versions "
+                            f"1 to {FORMAT_VERSION}); upgrade rnnkit")
+        data_len = len(data) - 8 - n
+        end = 0
+        for name, info in header.items():
+            try:
+                lo, hi = (int(v) for v in info["data_offsets"])
+                shape = [int(s) for s in info["shape"]]
+                dt = np.dtype(_DTYPES[info["dtype"]])
+            except (KeyError, TypeError, ValueError):
+                raise self.fail(f"corrupted header entry for tensor {name!r}: {info!r:.200}") from None
+            if hi - lo != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or lo < 0 or hi < lo:
+                raise self.fail(f"tensor {name!r}: shape {shape} ({info['dtype']}) does not match its "
+                                f"{hi - lo} bytes of data (tampered or corrupted header)")
+            end = max(end, hi)
+        if end > data_len:
+            raise self.fail(f"truncated: the tensors need {end} bytes of data, the file holds {data_len}")
+        if end < data_len:
+            raise self.fail(f"corrupted: {data_len - end} unexpected bytes after the tensor data")
+        from safetensors.numpy import load
+
+        try:
+            tensors = load(data)
+        except Exception as e:  # safetensors raises its own error type
+            raise self.fail(f"corrupted tensor data ({type(e).__name__}: {e})") from None
+        self._checksum_ok = meta.get("checksum") == _checksum(tensors, meta)
+        return meta, tensors
+
+    def json(self, key: str) -> Any:
+        raw = self.metadata.get(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise self.fail(f"metadata {key!r} is not valid JSON ({e})") from None
+
+    def verify_checksum(self) -> None:
+        if not self._checksum_ok:
+            raise self.fail("checksum mismatch: the file was modified or corrupted after saving")
+
+    def assign_weights(self, model: "Sequential") -> None:
+        """Checks every saved layer against ``model`` (position, class, keys, shapes, dtypes),
+        then copies the weights in place."""
+        saved = self.json("layers")
+        if not isinstance(saved, list):
+            raise self.fail("metadata 'layers' is missing or malformed")
+        if len(saved) != len(model.layers):
+            raise self.fail(f"the file holds weights for {len(saved)} layers, the model has "
+                            f"{len(model.layers)}")
+        plan: List[Tuple[np.ndarray, np.ndarray]] = []
+        for i, (entry, layer) in enumerate(zip(saved, model.layers)):
+            try:
+                sname, scls, sparams = entry["name"], entry["class_name"], entry["params"]
+            except (KeyError, TypeError):
+                raise self.fail(f"metadata 'layers'[{i}] is malformed") from None
+            if scls != type(layer).__name__:
+                raise self.fail(f"layer {i}: saved as {scls} {sname!r}, the model has "
+                                f"{type(layer).__name__} {layer.name!r}")
+            if not isinstance(sparams, dict) or set(sparams) != set(layer.params):
+                raise self.fail(f"layer {i} ({layer.name!r}): saved parameters {sorted(sparams)}, the "
+                                f"layer has {sorted(layer.params)}")
+            for k, p in layer.params.items():
+                tname = f"{sname}/{k}"
+                t = self.tensors.get(tname)
+                if t is None:
+                    raise self.fail(f"missing tensor {tname!r}")
+                if t.shape != p.shape:
+                    raise self.fail(f"tensor {tname!r}: expected shape {p.shape} for layer "
+                                    f"{layer.name!r}, got {t.shape} (tampered or incompatible file)")
+                if t.dtype != p.dtype:
+                    raise self.fail(f"tensor {tname!r}: expected dtype {p.dtype} for layer "
+                                    f"{layer.name!r}, got {t.dtype}")
+                plan.append((p, t))
+        self.verify_checksum()
+        for p, t in plan:
+            p[...] = t
+
+
+def load_model(filepath: str, compile: bool = True) -> "Sequential":
+    """Rebuilds the model saved by :func:`save_model`: architecture, weights and, when
+    ``compile``, the compile config and the optimizer state.
+
+    Shapes
+    ------
+    The model is built for the saved input shape.
+    """
+    from rnnkit.models import Sequential
+
+    f = _File(filepath)
+    if f.metadata.get("kind") != "model":
+        raise f.fail(f"holds only weights (kind {f.metadata.get('kind')!r}); build the model and "
+                     "call model.load_weights() instead")
+    cfg = f.json("model_config")
+    if not isinstance(cfg, dict) or cfg.get("class_name") != "Sequential" or not isinstance(cfg.get("config"), dict):
+        raise f.fail("metadata 'model_config' is missing or is not a Sequential config")
+    try:
+        model = Sequential.from_config(cfg["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise f.fail(f"invalid model_config ({type(e).__name__}: {e})") from None
+    if not model.built:
+        raise f.fail("model_config has no build_input_shape")
+    f.assign_weights(model)
+    cc = f.json("compile_config")
+    if compile and cc is not None:
+        try:
+            model.compile_from_config(cc)
+        except (KeyError, TypeError, ValueError) as e:
+            raise f.fail(f"invalid compile_config ({type(e).__name__}: {e})") from None
+        iters = f.metadata.get("optimizer_iterations")
+        if iters is not None:
+            state: Dict[str, np.ndarray] = {k[len("optimizer/"):]: v for k, v in f.tensors.items()
+                                            if k.startswith("optimizer/")}
+            state["iterations"] = np.asarray(int(iters), dtype=np.int64)
+            params, _ = model.trainable_variables()
+            assert model.optimizer is not None
+            try:
+                model.optimizer.set_state(params, state)
+            except ValueError as e:
+                raise f.fail(f"invalid optimizer state ({e})") from None
+    return model
+
+
+def load_weights(model: "Sequential", filepath: str) -> None:
+    """Loads weights from a file written by :func:`save_weights` or :func:`save_model` into the
+    built ``model`` (matched by layer position; nothing is assigned unless everything fits).
+
+    Shapes
+    ------
+    Each tensor must have its layer parameter's shape.
+    """
+    if not model.built:
+        raise ValueError(f"model: {model.name!r} is not built; build it (input_shape, build() or a "
+                         "call on data) before load_weights")
+    _File(filepath).assign_weights(model)

@@ -1,0 +1,263 @@
+"""Optimizers and learning-rate schedules: hand-computed Keras updates, torch.optim where the
+semantics match, clipping, in-place updates, state and config round trips."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit import optimizers as O
+from rnnkit import schedules as S
+
+
+def _run(opt, var, grads):
+    for g in grads:
+        opt.apply([g], [var])
+    return var
+
+
+def _grads(rng, n, shape=(3, 4)):
+    return [rng.normal(size=shape) for _ in range(n)]
+
+
+# ---- hand-computed Keras rules --------------------------------------------------------------------
+
+def test_sgd_plain_and_momentum_by_hand(rng):
+    w0 = rng.normal(size=(3, 4))
+    gs = _grads(rng, 3)
+    w = _run(O.SGD(learning_rate=0.1), w0.copy(), gs)
+    np.testing.assert_allclose(w, w0 - 0.1 * sum(gs), rtol=1e-14, atol=1e-14)
+    for nesterov in (False, True):
+        ref, m = w0.copy(), np.zeros_like(w0)
+        for g in gs:
+            m = 0.9 * m - 0.1 * g
+            ref = ref + (0.9 * m - 0.1 * g if nesterov else m)
+        w = _run(O.SGD(0.1, momentum=0.9, nesterov=nesterov), w0.copy(), gs)
+        np.testing.assert_allclose(w, ref, rtol=1e-13, atol=1e-14)
+
+
+def test_adam_by_hand(rng):
+    w0 = rng.normal(size=(3, 4))
+    gs = _grads(rng, 4)
+    for amsgrad in (False, True):
+        ref, m, v, vh = w0.copy(), 0.0, 0.0, 0.0
+        for t, g in enumerate(gs, 1):
+            m = m + (g - m) * 0.1
+            v = v + (g * g - v) * 0.001
+            vh = np.maximum(vh, v)
+            alpha = 0.01 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            ref = ref - alpha * m / (np.sqrt(vh if amsgrad else v) + 1e-7)
+        w = _run(O.Adam(learning_rate=0.01, amsgrad=amsgrad), w0.copy(), gs)
+        np.testing.assert_allclose(w, ref, rtol=1e-13, atol=1e-14)
+
+
+def test_rmsprop_by_hand(rng):
+    w0 = rng.normal(size=(3, 4))
+    gs = _grads(rng, 4)
+    for momentum, centered in ((0.0, False), (0.5, False), (0.0, True), (0.5, True)):
+        ref, v, a, mom = w0.copy(), 0.0, 0.0, 0.0
+        for g in gs:
+            v = 0.9 * v + 0.1 * g * g
+            a = 0.9 * a + 0.1 * g
+            denom = (v - a * a if centered else v) + 1e-7
+            inc = 0.01 * g / np.sqrt(denom)
+            mom = momentum * mom + inc
+            ref = ref - (mom if momentum else inc)
+        w = _run(O.RMSprop(0.01, momentum=momentum, centered=centered), w0.copy(), gs)
+        np.testing.assert_allclose(w, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_adagrad_by_hand(rng):
+    w0 = rng.normal(size=(3, 4))
+    gs = _grads(rng, 4)
+    ref, acc = w0.copy(), np.full_like(w0, 0.1)
+    for g in gs:
+        acc = acc + g * g
+        ref = ref - 0.05 * g / np.sqrt(acc + 1e-7)
+    w = _run(O.Adagrad(0.05), w0.copy(), gs)
+    np.testing.assert_allclose(w, ref, rtol=1e-13, atol=1e-14)
+
+
+def test_keras_defaults():
+    assert O.get("sgd").get_config()["learning_rate"] == 0.01
+    adam = O.get("adam").get_config()
+    assert (adam["learning_rate"], adam["beta_1"], adam["beta_2"], adam["epsilon"]) == (0.001, 0.9, 0.999, 1e-7)
+    rms = O.get("RMSprop").get_config()
+    assert (rms["learning_rate"], rms["rho"], rms["momentum"], rms["epsilon"]) == (0.001, 0.9, 0.0, 1e-7)
+    ada = O.get("adagrad").get_config()
+    assert (ada["learning_rate"], ada["initial_accumulator_value"], ada["epsilon"]) == (0.001, 0.1, 1e-7)
+
+
+# ---- torch.optim ----------------------------------------------------------------------------------
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", ["sgd", "sgd_momentum", "sgd_nesterov", "adam", "rmsprop",
+                                  "rmsprop_momentum", "adagrad"])
+def test_matches_torch_optim(rng, case):
+    torch = pytest.importorskip("torch")
+    w0 = rng.normal(size=(5, 3))
+    gs = _grads(rng, 6, (5, 3))
+    # epsilon differs in placement between Keras (RMSprop/Adagrad: inside the square root) and
+    # torch (outside); tiny epsilons make the rules equal
+    ours, theirs = {
+        "sgd": (O.SGD(0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+        "sgd_momentum": (O.SGD(0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+        "sgd_nesterov": (O.SGD(0.1, momentum=0.9, nesterov=True),
+                         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
+        "adam": (O.Adam(0.01, epsilon=1e-12), lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12)),
+        "rmsprop": (O.RMSprop(0.01, rho=0.9, epsilon=1e-24),
+                    lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-12)),
+        "rmsprop_momentum": (O.RMSprop(0.01, rho=0.9, momentum=0.5, epsilon=1e-24),
+                             lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.5, eps=1e-12)),
+        "adagrad": (O.Adagrad(0.05, initial_accumulator_value=0.1, epsilon=1e-24),
+                    lambda p: torch.optim.Adagrad(p, lr=0.05, initial_accumulator_value=0.1, eps=1e-12)),
+    }[case]
+    wt = torch.tensor(w0.copy(), requires_grad=True)
+    topt = theirs([wt])
+    w = w0.copy()
+    for g in gs:
+        ours.apply([g], [w])
+        wt.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(w, wt.detach().numpy(), rtol=1e-9, atol=1e-11)
+
+
+# ---- clipping -------------------------------------------------------------------------------------
+
+def test_clipnorm_clipvalue_global_clipnorm(rng):
+    g1, g2 = np.full((2, 2), 3.0), np.full((3,), 0.1)  # norms 6 and ~0.173
+    w1, w2 = np.zeros((2, 2)), np.zeros(3)
+    O.SGD(1.0, clipnorm=1.0).apply([g1, g2], [w1, w2])
+    np.testing.assert_allclose(w1, -g1 / 6.0, rtol=1e-14)
+    np.testing.assert_allclose(w2, -g2, rtol=1e-14)  # under the norm: untouched
+    w1, w2 = np.zeros((2, 2)), np.zeros(3)
+    O.SGD(1.0, clipvalue=0.5).apply([g1, g2], [w1, w2])
+    np.testing.assert_allclose(w1, -0.5, rtol=1e-14)
+    np.testing.assert_allclose(w2, -0.1, rtol=1e-14)
+    w1, w2 = np.zeros((2, 2)), np.zeros(3)
+    total = math.sqrt(36 + 3 * 0.01)
+    O.SGD(1.0, global_clipnorm=2.0).apply([g1, g2], [w1, w2])
+    np.testing.assert_allclose(w1, -g1 * 2.0 / total, rtol=1e-13)
+    np.testing.assert_allclose(w2, -g2 * 2.0 / total, rtol=1e-13)
+    # gradients are not modified by clipping
+    assert np.all(g1 == 3.0)
+    with pytest.raises(ValueError, match="at most one"):
+        O.Adam(clipnorm=1.0, clipvalue=1.0)
+
+
+@pytest.mark.torch
+def test_global_clipnorm_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    gs = [rng.normal(size=(4, 3)) * 5, rng.normal(size=(3,)) * 5]
+    ws = [np.zeros((4, 3)), np.zeros(3)]
+    O.SGD(1.0, global_clipnorm=1.5).apply(gs, ws)
+    ts = [torch.tensor(g) for g in gs]
+    ps = [torch.zeros_like(t, requires_grad=True) for t in ts]
+    for p, t in zip(ps, ts):
+        p.grad = t.clone()
+    torch.nn.utils.clip_grad_norm_(ps, 1.5)
+    for w, p in zip(ws, ps):  # torch divides by (norm + 1e-6): agreement to ~1e-7 relative
+        np.testing.assert_allclose(w, -p.grad.numpy(), rtol=1e-6)
+
+
+# ---- in place, float32, state ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad"])
+def test_updates_in_place_without_reallocation(rng, name):
+    opt = O.get(name)
+    if name == "sgd":
+        opt = O.SGD(0.1, momentum=0.9)
+    w = rng.normal(size=(6, 5)).astype(np.float32)
+    before = w.copy()
+    buf = w.__array_interface__["data"][0]
+    g = rng.normal(size=w.shape).astype(np.float32)
+    opt.apply([g], [w])
+    slots = opt.get_slots(w)
+    ids = {k: s.__array_interface__["data"][0] for k, s in slots.items()}
+    opt.apply([g], [w])
+    assert w.__array_interface__["data"][0] == buf and w.dtype == np.float32
+    assert {k: s.__array_interface__["data"][0] for k, s in opt.get_slots(w).items()} == ids
+    assert all(s.dtype == np.float32 for s in slots.values())
+    assert not np.array_equal(w, before) and opt.iterations == 2
+
+
+def test_state_round_trip_continues_identically(rng):
+    w = rng.normal(size=(3, 4))
+    gs = _grads(rng, 5)
+    a = O.Adam(0.01)
+    for g in gs[:3]:
+        a.apply([g], [w])
+    state = a.get_state([w])
+    assert set(state) == {"iterations", "0/m", "0/v"}
+    w2 = w.copy()
+    b = O.Adam(0.01)
+    b.set_state([w2], state)
+    assert b.iterations == 3
+    for g in gs[3:]:
+        a.apply([g], [w])
+        b.apply([g], [w2])
+    np.testing.assert_array_equal(w, w2)
+    with pytest.raises(ValueError, match=r"state\['0/m'\]: expected shape \(2, 2\)"):
+        O.Adam().set_state([np.zeros((2, 2))], state)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="learning_rate: expected a number >= 0"):
+        O.Adam(learning_rate=-1)
+    with pytest.raises(TypeError, match="learning_rate: expected a number"):
+        O.SGD(learning_rate="fast")
+    with pytest.raises(ValueError, match=r"beta_1: expected a number in \[0, 1\)"):
+        O.Adam(beta_1=1.0)
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        O.get("adamw")
+    with pytest.raises(ValueError, match=r"grads\[0\]: expected shape \(2,\)"):
+        O.SGD().apply([np.zeros(3)], [np.zeros(2)])
+    with pytest.raises(TypeError, match=r"variables\[0\]: expected a float ndarray"):
+        O.SGD().apply([np.zeros(2)], [np.zeros(2, int)])
+
+
+def test_config_round_trip():
+    for opt in (O.SGD(0.2, momentum=0.5, nesterov=True, clipnorm=1.0), O.Adam(0.003, amsgrad=True),
+                O.RMSprop(0.01, centered=True, global_clipnorm=2.0), O.Adagrad(0.1, clipvalue=0.3),
+                O.Adam(S.ExponentialDecay(0.1, 10, 0.5))):
+        back = O.deserialize(O.serialize(opt))
+        assert type(back) is type(opt) and back.get_config() == opt.get_config()
+
+
+# ---- learning-rate schedules ----------------------------------------------------------------------
+
+def test_schedules_values():
+    e = S.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    assert e(0) == pytest.approx(0.1) and e(10) == pytest.approx(0.05) and e(5) == pytest.approx(0.1 * 0.5 ** 0.5)
+    assert S.ExponentialDecay(0.1, 10, 0.5, staircase=True)(19) == pytest.approx(0.05)
+    p = S.PiecewiseConstantDecay([5, 10], [1.0, 0.5, 0.1])
+    assert [p(s) for s in (0, 5, 6, 10, 11)] == [1.0, 1.0, 0.5, 0.5, 0.1]
+    c = S.CosineDecay(1.0, decay_steps=10, alpha=0.1)
+    assert c(0) == pytest.approx(1.0) and c(5) == pytest.approx(0.55) and c(10) == pytest.approx(0.1)
+    assert c(100) == pytest.approx(0.1)
+    w = S.CosineDecay(0.0, decay_steps=10, warmup_target=1.0, warmup_steps=4)
+    assert w(2) == pytest.approx(0.5) and w(4) == pytest.approx(1.0) and w(9) == pytest.approx(0.5)
+    i = S.InverseTimeDecay(1.0, decay_steps=2, decay_rate=0.5)
+    assert i(4) == pytest.approx(0.5) and S.InverseTimeDecay(1.0, 2, 0.5, staircase=True)(3) == pytest.approx(1 / 1.5)
+    for s in (e, p, c, w, i):
+        assert S.deserialize(S.serialize(s)).get_config() == s.get_config()
+    with pytest.raises(ValueError, match="values: expected len"):
+        S.PiecewiseConstantDecay([1, 2], [1.0])
+    with pytest.raises(ValueError, match="decay_steps: expected a number > 0"):
+        S.ExponentialDecay(0.1, 0, 0.5)
+
+
+def test_optimizer_uses_schedule_per_step():
+    sched = S.PiecewiseConstantDecay([1], [1.0, 0.1])  # step 0, 1 -> 1.0; step 2 -> 0.1
+    opt = O.SGD(sched)
+    w = np.zeros(1)
+    for _ in range(3):
+        opt.apply([np.ones(1)], [w])
+    np.testing.assert_allclose(w, [-2.1], rtol=1e-14)
+    assert opt.learning_rate == pytest.approx(0.1)
+    with pytest.raises(TypeError, match="LearningRateSchedule"):
+        opt.learning_rate = 0.5
+    plain = O.SGD(0.1)
+    plain.learning_rate = 0.5
+    assert plain.learning_rate == 0.5
