@@ -311,47 +311,4 @@ struct SeqOptions {
   const bool* mask_at(Index t, Index N) const { return mask ? mask + t * N : nullptr; }
 };
 
-// The hoisted input projection of all time steps, one GEMM:
-//   out: [T*N, GH] = x: [T*N, C] · w_ih^T: [C, GH] + b1 + b2      (b1, b2: [GH], either may be null)
-template <typename T>
-inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
-                             const T* b2, T* out) {
-  const Index rows = d.T * d.N;
-  MatMap<T> out_m(out, rows, GH);
-  CMatMap<T> x_m(x, rows, d.C);
-  CMatMap<T> w_m(w_ih, GH, d.C);
-  // out = x · w_ih^T
-  out_m.noalias() = x_m * w_m.transpose();
-  if (b1 || b2) {
-    RowVec<T> b = RowVec<T>::Zero(GH);
-    if (b1) b += CRowVecMap<T>(b1, GH);
-    if (b2) b += CRowVecMap<T>(b2, GH);
-    // out[r, :] += b
-    out_m.rowwise() += b;
-  }
-}
-
-// The gradients that come from single GEMMs after the backward loop.
-//   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
-//   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
-//   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
-//   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (either may be null to skip)
-template <typename T>
-inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
-                             const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
-                             T* db_hh) {
-  const Index rows = d.T * d.N;
-  CMatMap<T> dGx_m(dGx, rows, GH), dGh_m(dGh, rows, GH);
-  CMatMap<T> x_m(x, rows, d.C), hp_m(hprev, rows, d.H), w_m(w_ih, GH, d.C);
-  // dx = dGx · w_ih
-  MatMap<T>(dx, rows, d.C).noalias() = dGx_m * w_m;
-  // dw_ih = dGx^T · x
-  MatMap<T>(dw_ih, GH, d.C).noalias() = dGx_m.transpose() * x_m;
-  // dw_hh = dGh^T · hprev
-  MatMap<T>(dw_hh, GH, d.H).noalias() = dGh_m.transpose() * hp_m;
-  // db = sum over all T*N rows
-  if (db_ih) RowVecMap<T>(db_ih, GH) = dGx_m.colwise().sum();
-  if (db_hh) RowVecMap<T>(db_hh, GH) = dGh_m.colwise().sum();
-}
-
 }  // namespace rnnkit

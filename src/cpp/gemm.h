@@ -49,15 +49,23 @@ class PackedB {
     for (Index k = 0; k < K_; ++k)
       std::copy(W + k * ldw + c0, W + k * ldw + c1, data_.data() + k * cols_);
   }
-  // C: [M, cols] (row stride ldc) = (or +=) A: [M, K] (row stride lda) · B
-  void multiply(Index M, const T* A, Index lda, T* C, Index ldc, bool accumulate) const {
+  // C: [M, cols] (row stride ldc) = (or +=) op(A) · B, where op(A) = A: [M, K] (row stride
+  // lda), or with a_trans op(A) = A^T for A: [K, M] (row stride lda).
+  void multiply(Index M, const T* A, Index lda, T* C, Index ldc, bool accumulate,
+                bool a_trans = false, const T* bias = nullptr) const {
     if (M == 0 || cols_ == 0) return;
     using Strided = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
     using StridedOut = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
-    Strided a(A, M, K_, Eigen::OuterStride<>(lda));
     StridedOut c(C, M, cols_, Eigen::OuterStride<>(ldc));
     CMatMap<T> b(data_.data(), K_, cols_);
-    if (accumulate) c.noalias() += a * b; else c.noalias() = a * b;
+    if (a_trans) {
+      Strided a(A, K_, M, Eigen::OuterStride<>(lda));
+      if (accumulate) c.noalias() += a.transpose() * b; else c.noalias() = a.transpose() * b;
+    } else {
+      Strided a(A, M, K_, Eigen::OuterStride<>(lda));
+      if (accumulate) c.noalias() += a * b; else c.noalias() = a * b;
+    }
+    if (bias) c.rowwise() += CRowVecMap<T>(bias, cols_);
   }
 
  private:
@@ -106,9 +114,12 @@ constexpr int panels_for(int mr) { return mr <= 1 ? 3 : mr <= 2 ? 2 : 1; }
 
 // C[0:MR, 0:NP*kNR] (=|+=) A[0:MR, 0:K] · [P_0 | ... | P_{NP-1}], panel q at P + q * pstride
 // (row k of a panel at + k * kNR); only the last panel may be partial (ncols_last valid columns).
-template <int MR, int NP>
+// With ATrans, A is stored transposed: a[r][k] at A[k * lda + r].
+// `bias` (null = none) is added to every row: bias[q * kNR + j] for column j of panel q.
+template <int MR, int NP, bool ATrans = false>
 inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Index pstride,
-                         float* C, Index ldc, bool acc, Index ncols_last) {
+                         float* C, Index ldc, bool acc, Index ncols_last,
+                         const float* bias = nullptr) {
   Vec c[NP][2][MR];
 #pragma GCC unroll 4
   for (int q = 0; q < NP; ++q)
@@ -124,7 +135,7 @@ inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Ind
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
       // c[r] += a[r][k] * b[k]
-      const Vec a = vbroadcast(A + r * lda + k);
+      const Vec a = vbroadcast(ATrans ? A + k * lda + r : A + r * lda + k);
 #pragma GCC unroll 4
       for (int q = 0; q < NP; ++q) {
         c[q][0][r] = vfma(a, b[q][0], c[q][0][r]);
@@ -135,6 +146,15 @@ inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Ind
 #pragma GCC unroll 4
   for (int q = 0; q < NP; ++q) {
     const Index n = q == NP - 1 ? ncols_last : kNR;
+    if (bias) {
+      // c[r] += bias
+      const Vec b0 = vload_n(bias + q * kNR, n), b1 = vload_n(bias + q * kNR + kW, n - kW);
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+        c[q][0][r] = vadd(c[q][0][r], b0);
+        c[q][1][r] = vadd(c[q][1][r], b1);
+      }
+    }
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
       float* cp = C + r * ldc + q * kNR;
@@ -149,22 +169,29 @@ inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Ind
 }
 
 // A block of `rows` (1..kMR) rows against panels [p, p + count): the widest kernel that fits.
-template <int MR>
+template <int MR, bool ATrans>
 inline Index rows_block(Index rows, Index K, const float* A, Index lda, const float* P,
                         Index pstride, Index panels_left, float* C, Index ldc, bool acc,
-                        Index ncols_last) {
+                        Index ncols_last, const float* bias) {
   if constexpr (MR > 1) {
     if (rows != MR)
-      return rows_block<MR - 1>(rows, K, A, lda, P, pstride, panels_left, C, ldc, acc, ncols_last);
+      return rows_block<MR - 1, ATrans>(rows, K, A, lda, P, pstride, panels_left, C, ldc, acc,
+                                        ncols_last, bias);
   }
   constexpr int NP = panels_for(MR);
   if (NP > 1 && panels_left >= NP) {
-    micro_kernel<MR, NP>(K, A, lda, P, pstride, C, ldc, acc, panels_left == NP ? ncols_last : kNR);
+    micro_kernel<MR, NP, ATrans>(K, A, lda, P, pstride, C, ldc, acc,
+                                 panels_left == NP ? ncols_last : kNR, bias);
     return NP;
   }
-  micro_kernel<MR, 1>(K, A, lda, P, pstride, C, ldc, acc, panels_left == 1 ? ncols_last : kNR);
+  micro_kernel<MR, 1, ATrans>(K, A, lda, P, pstride, C, ldc, acc,
+                              panels_left == 1 ? ncols_last : kNR, bias);
   return 1;
 }
+
+// Cache blocking of a large product: kKC rows of a panel (kKC * kNR floats) stay in L1, a block
+// of kMC x kKC of A in L2.
+constexpr Index kKC = 256, kMC = 16 * kMR;
 
 }  // namespace detail
 
@@ -195,33 +222,58 @@ class PackedB<float> {
         std::copy(W + k * ldw + c0 + j0, W + k * ldw + c0 + j0 + n, panel + k * detail::kNR);
     }
   }
-  // C: [M, cols] (row stride ldc) = (or +=) A: [M, K] (row stride lda) · B
-  void multiply(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate) const {
-    using namespace detail;
-    const Index panels = (cols_ + kNR - 1) / kNR, pstride = K_ * kNR;
-    const Index ncols_last = cols_ - (panels - 1) * kNR;
-    if (M < kMR) {
-      // one block of rows: panels in groups as wide as the row count allows (GEMV-like shapes)
-      for (Index p = 0; p < panels;)
-        p += rows_block<int(kMR)>(M, K_, A, lda, data_.data() + p * pstride, pstride, panels - p,
-                                  C + p * kNR, ldc, accumulate, ncols_last);
-      return;
-    }
-    // panel by panel, so that a panel stays in L1 while every block of rows passes over it
-    for (Index p = 0; p < panels; ++p) {
-      const float* P = data_.data() + p * pstride;
-      const Index n = p == panels - 1 ? ncols_last : kNR;
-      Index i = 0;
-      for (; i + kMR <= M; i += kMR)
-        micro_kernel<int(kMR), 1>(K_, A + i * lda, lda, P, pstride, C + i * ldc + p * kNR, ldc,
-                                  accumulate, n);
-      if (i < M)
-        rows_block<int(kMR)>(M - i, K_, A + i * lda, lda, P, pstride, 1, C + i * ldc + p * kNR,
-                             ldc, accumulate, n);
-    }
+  // C: [M, cols] (row stride ldc) = (or +=) op(A) · B, where op(A) = A: [M, K] (row stride
+  // lda), or with a_trans op(A) = A^T for A: [K, M] (row stride lda).
+  // `bias: [cols]` (null = none) is added to every row of the product.
+  void multiply(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate,
+                bool a_trans = false, const float* bias = nullptr) const {
+    if (a_trans)
+      run<true>(M, A, lda, C, ldc, accumulate, bias);
+    else
+      run<false>(M, A, lda, C, ldc, accumulate, bias);
   }
 
  private:
+  template <bool ATrans>
+  void run(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate,
+           const float* bias) const {
+    using namespace detail;
+    if (M == 0 || cols_ == 0) return;
+    const Index panels = (cols_ + kNR - 1) / kNR, pstride = K_ * kNR;
+    const Index ncols_last = cols_ - (panels - 1) * kNR;
+    // a[i][k] for the block at row i, depth k
+    auto a_at = [&](Index i, Index k) { return ATrans ? A + k * lda + i : A + i * lda + k; };
+    if (M < kMR) {
+      // one block of rows: panels in groups as wide as the row count allows (GEMV-like shapes)
+      for (Index p = 0; p < panels;)
+        p += rows_block<int(kMR), ATrans>(M, K_, A, lda, data_.data() + p * pstride, pstride,
+                                          panels - p, C + p * kNR, ldc, accumulate, ncols_last,
+                                          bias ? bias + p * kNR : nullptr);
+      return;
+    }
+    for (Index kc = 0; kc < K_; kc += kKC) {
+      const Index kn = std::min(kKC, K_ - kc);
+      const bool acc = accumulate || kc > 0;
+      for (Index mc = 0; mc < M; mc += kMC) {
+        const Index mn = std::min(kMC, M - mc);
+        // panel by panel, so that a panel's kn rows stay in L1 while the rows of A pass over it
+        for (Index p = 0; p < panels; ++p) {
+          const float* P = data_.data() + p * pstride + kc * kNR;
+          const Index n = p == panels - 1 ? ncols_last : kNR;
+          // the bias joins once, with the first block of depth
+          const float* bp = (bias && kc == 0) ? bias + p * kNR : nullptr;
+          Index i = mc;
+          for (; i + kMR <= mc + mn; i += kMR)
+            micro_kernel<int(kMR), 1, ATrans>(kn, a_at(i, kc), lda, P, pstride,
+                                              C + i * ldc + p * kNR, ldc, acc, n, bp);
+          if (i < mc + mn)
+            rows_block<int(kMR), ATrans>(mc + mn - i, kn, a_at(i, kc), lda, P, pstride, 1,
+                                         C + i * ldc + p * kNR, ldc, acc, n, bp);
+        }
+      }
+    }
+  }
+
   void reset(Index K, Index cols) {
     K_ = K;
     cols_ = cols;
@@ -245,6 +297,109 @@ std::vector<PackedB<T>> reserve_slices(int nt, Index K, Index cols_total) {
   std::vector<PackedB<T>> packs(nt);
   for (int k = 0; k < nt; ++k) packs[k].reserve(K, split(cols_total, k, nt).size());
   return packs;
+}
+
+}  // namespace rnnkit
+
+namespace rnnkit {
+
+// C: [M, cols] (row stride ldc) = (or +=) op(A) · B for a large product, on every thread.
+// `pack(PackedB<T>&, c0, c1)` packs the columns [c0, c1) of B (depth K). The threads split the
+// columns of C when there are enough (each packs its own slice), else the rows.
+template <typename T, typename Pack>
+void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_trans, Pack&& pack,
+                   T* C, Index ldc, bool accumulate, const T* bias = nullptr) {
+  if (M == 0 || cols == 0) return;
+  const double flops = 2.0 * double(M) * double(cols) * double(K);
+  const int nt = flops < 4e6 ? 1 : num_threads();
+  const bool by_cols = cols >= 64 * nt;
+  std::vector<PackedB<T>> packs(nt);
+  for (int k = 0; k < nt; ++k) packs[k].reserve(K, by_cols ? split(cols, k, nt).size() : cols);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    DenormalGuard thread_ftz(false);
+    const int tid = thread_id(), team = team_size();
+    PackedB<T>& B = packs[tid];
+    if (by_cols) {
+      const Range c = split(cols, tid, team);
+      if (c.size()) {
+        pack(B, c.begin, c.end);
+        B.multiply(M, A, lda, C + c.begin, ldc, accumulate, a_trans,
+                   bias ? bias + c.begin : nullptr);
+      }
+    } else {
+      const Range r = split(M, tid, team, 1);
+      if (r.size()) {
+        pack(B, Index(0), cols);
+        const T* Ar = a_trans ? A + r.begin : A + r.begin * lda;
+        B.multiply(r.size(), Ar, lda, C + r.begin * ldc, ldc, accumulate, a_trans, bias);
+      }
+    }
+  }
+}
+
+// The hoisted input projection of all time steps, one GEMM:
+//   out: [T*N, GH] = x: [T*N, C] · w_ih^T: [C, GH] + b1 + b2      (b1, b2: [GH], either may be null)
+template <typename T>
+inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
+                             const T* b2, T* out) {
+  RowVec<T> b;
+  if (b1 || b2) {
+    b = RowVec<T>::Zero(GH);
+    if (b1) b += CRowVecMap<T>(b1, GH);
+    if (b2) b += CRowVecMap<T>(b2, GH);
+  }
+  // out = x · w_ih^T + b
+  gemm_parallel<T>(
+      d.T * d.N, GH, d.C, x, d.C, false,
+      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_transposed(w_ih, d.C, c0, c1); }, out, GH,
+      false, b.size() ? b.data() : nullptr);
+}
+
+// db: [GH] = the sum over rows of G: [rows, GH], in a fixed order (reproducible run to run).
+template <typename T>
+inline void column_sums(const T* G, Index rows, Index GH, T* db) {
+  const int nt = rows * GH < (Index(1) << 18) ? 1 : num_threads();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const Range c = split(GH, thread_id(), team_size());
+    if (c.size()) {
+      RowVecMap<T> out(db + c.begin, c.size());
+      out.setZero();
+      // db[c] += G[r, c] for r = 0, 1, ...
+      for (Index r = 0; r < rows; ++r) out += CRowVecMap<T>(G + r * GH + c.begin, c.size());
+    }
+  }
+}
+
+// The gradients that come from single GEMMs after the backward loop.
+//   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
+//   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
+//   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
+//   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (either may be null to skip)
+template <typename T>
+inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
+                             const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
+                             T* db_hh) {
+  const Index rows = d.T * d.N;
+  // dx = dGx · w_ih                  [T*N, GH] x [GH, C]
+  gemm_parallel<T>(
+      rows, d.C, GH, dGx, GH, false,
+      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); }, dx, d.C,
+      false);
+  // dw_ih = dGx^T · x                [GH, T*N] x [T*N, C]
+  gemm_parallel<T>(
+      GH, d.C, rows, dGx, GH, true,
+      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(x, rows, d.C, c0, c1); }, dw_ih, d.C,
+      false);
+  // dw_hh = dGh^T · hprev            [GH, T*N] x [T*N, H]
+  gemm_parallel<T>(
+      GH, d.H, rows, dGh, GH, true,
+      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(hprev, rows, d.H, c0, c1); }, dw_hh,
+      d.H, false);
+  // db = sum over all T*N rows
+  if (db_ih) column_sums(dGx, rows, GH, db_ih);
+  if (db_hh) column_sums(dGh, rows, GH, db_hh);
 }
 
 }  // namespace rnnkit
