@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -79,9 +81,64 @@ const bool* mask_ptr(const Mask& mask, const rnnkit::Dims& d) {
   return mask->data();
 }
 
+// Large outputs and workspaces come from a small pool so that a training loop reuses the same
+// memory call after call instead of faulting fresh zeroed pages in (milliseconds per call once
+// T*N*H is in the millions). A buffer returns to the pool when its NumPy array dies. Only used
+// with the GIL held. RNNKIT_POOL_MB caps what the pool keeps (default 1024; 0 disables it).
+class BufferPool {
+ public:
+  static BufferPool& instance() {
+    static BufferPool* pool = new BufferPool();  // never destroyed: arrays may outlive exit
+    return *pool;
+  }
+  static constexpr size_t kMinBytes = size_t(1) << 20;  // smaller buffers: plain NumPy arrays
+
+  void* take(size_t bytes) {
+    auto it = free_.lower_bound(bytes);
+    if (it != free_.end() && it->first <= bytes + bytes / 2) {
+      void* p = it->second;
+      cached_ -= it->first;
+      sizes_[p] = it->first;
+      free_.erase(it);
+      return p;
+    }
+    const size_t rounded = (bytes + 4095) / 4096 * 4096;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    sizes_[p] = rounded;
+    return p;
+  }
+  void give(void* p) {
+    const size_t size = sizes_[p];
+    sizes_.erase(p);
+    if (cached_ + size > limit_) {
+      std::free(p);
+      return;
+    }
+    free_.emplace(size, p);
+    cached_ += size;
+  }
+
+ private:
+  BufferPool() {
+    if (const char* mb = std::getenv("RNNKIT_POOL_MB")) limit_ = size_t(std::atoll(mb)) << 20;
+  }
+  std::multimap<size_t, void*> free_;
+  std::map<void*, size_t> sizes_;
+  size_t cached_ = 0;
+  size_t limit_ = size_t(1024) << 20;
+};
+
+// An uninitialised C-contiguous array of `shape` (from the pool when large).
 template <typename T>
 Arr<T> empty(const std::vector<Index>& shape) {
-  return Arr<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  size_t bytes = sizeof(T);
+  for (Index v : shape) bytes *= size_t(v);
+  if (bytes < BufferPool::kMinBytes) return Arr<T>(s);
+  void* p = BufferPool::instance().take(bytes);
+  py::capsule owner(p, [](void* q) { BufferPool::instance().give(q); });
+  return Arr<T>(s, static_cast<T*>(p), owner);
 }
 
 // A new array holding a copy of a row-major matrix.
@@ -141,12 +198,12 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   auto dw_ih = empty<T>({4 * d.H, d.C});
   auto dw_hh = empty<T>({4 * d.H, d.H});
   auto db = empty<T>({4 * d.H});
+  auto dG = empty<T>({d.T * d.N, 4 * d.H});  // workspace
   {
     py::gil_scoped_release nogil;
-    rnnkit::Mat<T> dG(d.T * d.N, 4 * d.H);
     rnnkit::lstm_backward<T>(d, x.data(), w, opt,
                              {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()}, dy.data(),
-                             ptr(dh_n), ptr(dc_n), dG.data(), dx.mutable_data(), dh0.mutable_data(),
+                             ptr(dh_n), ptr(dc_n), dG.mutable_data(), dx.mutable_data(), dh0.mutable_data(),
                              dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
                              db.mutable_data());
   }
@@ -196,12 +253,13 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   auto dw_hh = empty<T>({3 * d.H, d.H});
   auto db_ih = empty<T>({3 * d.H});
   auto db_hh = empty<T>({3 * d.H});
+  auto dGx = empty<T>({d.T * d.N, 3 * d.H});  // workspaces
+  auto dGh = empty<T>({d.T * d.N, 3 * d.H});
   {
     py::gil_scoped_release nogil;
-    rnnkit::Mat<T> dGx(d.T * d.N, 3 * d.H), dGh(d.T * d.N, 3 * d.H);
     rnnkit::gru_backward<T>(d, x.data(), w, opt,
                             {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, dy.data(),
-                            ptr(dh_n), dGx.data(), dGh.data(), dx.mutable_data(), dh0.mutable_data(),
+                            ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), dx.mutable_data(), dh0.mutable_data(),
                             dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
                             db_hh.mutable_data());
   }
@@ -252,10 +310,10 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   auto dw_ih = empty<T>({d.H, d.C});
   auto dw_hh = empty<T>({d.H, d.H});
   auto db = empty<T>({d.H});
+  auto dG = empty<T>({d.T * d.N, d.H});  // workspace
   {
     py::gil_scoped_release nogil;
-    rnnkit::Mat<T> dG(d.T * d.N, d.H);
-    rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.data(),
+    rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
                             dx.mutable_data(), dh0.mutable_data(), dw_ih.mutable_data(),
                             dw_hh.mutable_data(), db.mutable_data());
   }

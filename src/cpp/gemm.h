@@ -251,11 +251,25 @@ class PackedB<float> {
                                           bias ? bias + p * kNR : nullptr);
       return;
     }
+    // a transposed A is read across rows a page apart: each block of it is copied first into
+    // a contiguous [kn, mn] buffer (per thread, kept between calls)
+    thread_local AlignedVec<float> a_block;
+    if (ATrans && a_block.size() < size_t(kKC * kMC)) a_block.resize(kKC * kMC);
     for (Index kc = 0; kc < K_; kc += kKC) {
       const Index kn = std::min(kKC, K_ - kc);
       const bool acc = accumulate || kc > 0;
       for (Index mc = 0; mc < M; mc += kMC) {
         const Index mn = std::min(kMC, M - mc);
+        const float* Ab = nullptr;  // the packed block (ATrans), a[i][k] at Ab[(k-kc)*mn + i-mc]
+        if (ATrans) {
+          for (Index k = 0; k < kn; ++k)
+            std::copy(A + (kc + k) * lda + mc, A + (kc + k) * lda + mc + mn,
+                      a_block.data() + k * mn);
+          Ab = a_block.data();
+        }
+        // a[i][kc...] for the rows from i
+        auto a_blk = [&](Index i) { return ATrans ? Ab + (i - mc) : a_at(i, kc); };
+        const Index lda_blk = ATrans ? mn : lda;
         // panel by panel, so that a panel's kn rows stay in L1 while the rows of A pass over it
         for (Index p = 0; p < panels; ++p) {
           const float* P = data_.data() + p * pstride + kc * kNR;
@@ -264,10 +278,10 @@ class PackedB<float> {
           const float* bp = (bias && kc == 0) ? bias + p * kNR : nullptr;
           Index i = mc;
           for (; i + kMR <= mc + mn; i += kMR)
-            micro_kernel<int(kMR), 1, ATrans>(kn, a_at(i, kc), lda, P, pstride,
+            micro_kernel<int(kMR), 1, ATrans>(kn, a_blk(i), lda_blk, P, pstride,
                                               C + i * ldc + p * kNR, ldc, acc, n, bp);
           if (i < mc + mn)
-            rows_block<int(kMR), ATrans>(mc + mn - i, kn, a_at(i, kc), lda, P, pstride, 1,
+            rows_block<int(kMR), ATrans>(mc + mn - i, kn, a_blk(i), lda_blk, P, pstride, 1,
                                          C + i * ldc + p * kNR, ldc, acc, n, bp);
         }
       }
