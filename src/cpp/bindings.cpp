@@ -332,14 +332,21 @@ const T* stream_input(const py::array& x, const rnnkit::Stream<T>& s, int ndim) 
                          " (the stream's), got " + std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style))
     throw std::invalid_argument("x: expected a C-contiguous array (use np.ascontiguousarray)");
-  std::vector<Index> got(x.shape(), x.shape() + x.ndim());
-  std::vector<Index> want = {s.N(), s.C()};
-  if (ndim == 3) want.insert(want.begin(), x.ndim() == 3 ? std::max<Index>(x.shape(0), 1) : 1);
-  rnnkit::require(got == want, std::string("x: expected shape ") +
-                                   (ndim == 3 ? "(steps, N, C) = " : "(N, C) = ") +
-                                   shape_str(want) + ", got " + shape_str(got));
+  const py::ssize_t* sh = x.shape();
+  const bool ok = x.ndim() == ndim && (ndim == 2 || sh[0] >= 1) &&
+                  sh[ndim - 2] == s.N() && sh[ndim - 1] == s.C();
+  if (!ok) {
+    std::vector<Index> got(sh, sh + x.ndim());
+    throw std::invalid_argument(std::string("x: expected shape ") +
+                                (ndim == 3 ? "(steps, N, C) = (steps, " : "(N, C) = (") +
+                                std::to_string(s.N()) + ", " + std::to_string(s.C()) + "), got " +
+                                shape_str(got));
+  }
   return static_cast<const T*>(x.data());
 }
+
+// Work below which a stream call keeps the GIL (releasing and re-taking it costs more).
+constexpr Index kStreamGilWork = Index(1) << 20;
 
 template <typename T>
 void def_stream(py::module_& m, const char* name) {
@@ -369,9 +376,11 @@ void def_stream(py::module_& m, const char* name) {
       .def("step",
            [](S& s, const py::array& x) {
              const T* xp = stream_input<T>(x, s, 2);
-             auto y = empty<T>({s.N(), s.H()});
+             Arr<T> y({s.N(), s.H()});
              T* yp = y.mutable_data();
-             {
+             if (s.N() * s.H() * (s.C() + s.H()) < kStreamGilWork) {
+               s.run(xp, 1, yp);
+             } else {
                py::gil_scoped_release nogil;
                s.run(xp, 1, yp);
              }
@@ -385,7 +394,9 @@ void def_stream(py::module_& m, const char* name) {
              const Index steps = x.shape(0);
              auto y = empty<T>({steps, s.N(), s.H()});
              T* yp = y.mutable_data();
-             {
+             if (steps * s.N() * s.H() * (s.C() + s.H()) < kStreamGilWork) {
+               s.run(xp, steps, yp);
+             } else {
                py::gil_scoped_release nogil;
                s.run(xp, steps, yp);
              }

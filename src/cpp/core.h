@@ -137,6 +137,20 @@ inline int team_size() {
 #endif
 }
 
+// Runs body(tid, team) on `nt` threads of one OpenMP region, or directly on the calling thread
+// when nt == 1 (no region at all: a batch-1 streaming step must not pay for one).
+template <typename Body>
+inline void run_team(int nt, Body&& body) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    body(thread_id(), team_size());
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
 // Waits for every thread of the time loop (a no-op on one thread).
 inline void barrier() {
 #ifdef _OPENMP
@@ -289,6 +303,9 @@ inline void pass_masked_cols(const bool* m, Index N, Range c, Index H, const T* 
     if (!m[n]) std::copy(dh + n * H + c.begin, dh + n * H + c.end, dh_prev + n * H + c.begin);
 }
 
+template <typename T>
+class PackedB;  // gemm.h
+
 // Pointers to one layer's parameters in PyTorch layout (biases may be null).
 //   w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H]
 template <typename T>
@@ -299,6 +316,10 @@ struct Weights {
   const T* b_hh = nullptr;
   // recurrent dropout mask rd: [N, H] multiplying h_{t-1} in the recurrent product (null = none)
   const T* rd = nullptr;
+  // optional weights packed once by a long-lived caller (a stream): w_ih^T: [C, G*H] and
+  // w_hh^T: [H, G*H], all columns; with them a call packs nothing and runs on one thread
+  const PackedB<T>* packed_ih = nullptr;
+  const PackedB<T>* packed_hh = nullptr;
 };
 
 // Sequence options shared by every cell.

@@ -306,11 +306,23 @@ namespace rnnkit {
 
 // One packed slice of the recurrent weights per thread of a time loop, reserved before the
 // parallel region (so that nothing allocates inside it). `cols_total` columns split like split().
+// None when the caller brings the weights packed already (`prepacked`).
 template <typename T>
-std::vector<PackedB<T>> reserve_slices(int nt, Index K, Index cols_total) {
-  std::vector<PackedB<T>> packs(nt);
-  for (int k = 0; k < nt; ++k) packs[k].reserve(K, split(cols_total, k, nt).size());
+std::vector<PackedB<T>> reserve_slices(int nt, Index K, Index cols_total,
+                                       const PackedB<T>* prepacked = nullptr) {
+  std::vector<PackedB<T>> packs(prepacked ? 0 : nt);
+  for (int k = 0; k < int(packs.size()); ++k) packs[k].reserve(K, split(cols_total, k, nt).size());
   return packs;
+}
+
+// The packed recurrent weights this thread multiplies by: its own slice, packed now by `pack`,
+// or the caller's prepacked whole matrix (single-threaded calls).
+template <typename T, typename Pack>
+const PackedB<T>& thread_slice(std::vector<PackedB<T>>& packs, const PackedB<T>* prepacked,
+                               int tid, Pack&& pack) {
+  if (prepacked) return *prepacked;
+  pack(packs[tid]);
+  return packs[tid];
 }
 
 }  // namespace rnnkit
@@ -329,10 +341,8 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
   const bool by_cols = cols >= 64 * nt;
   std::vector<PackedB<T>> packs(nt);
   for (int k = 0; k < nt; ++k) packs[k].reserve(K, by_cols ? split(cols, k, nt).size() : cols);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     PackedB<T>& B = packs[tid];
     if (by_cols) {
       const Range c = split(cols, tid, team);
@@ -349,41 +359,42 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
         B.multiply(r.size(), Ar, lda, C + r.begin * ldc, ldc, accumulate, a_trans, bias);
       }
     }
-  }
+  });
 }
 
 // The hoisted input projection of all time steps, one GEMM:
 //   out: [T*N, GH] = x: [T*N, C] · w_ih^T: [C, GH] + b1 + b2      (b1, b2: [GH], either may be null)
+//   (`packed`, when given, is w_ih^T already packed: nothing is packed and one thread runs)
 template <typename T>
 inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
-                             const T* b2, T* out) {
-  RowVec<T> b;
-  if (b1 || b2) {
-    b = RowVec<T>::Zero(GH);
-    if (b1) b += CRowVecMap<T>(b1, GH);
-    if (b2) b += CRowVecMap<T>(b2, GH);
-  }
+                             const T* b2, T* out, const PackedB<T>* packed = nullptr) {
+  RowVec<T> b;  // b1 + b2 when both are given
+  if (b1 && b2) b = CRowVecMap<T>(b1, GH) + CRowVecMap<T>(b2, GH);
+  const T* bias = b.size() ? b.data() : b1 ? b1 : b2;
   // out = x · w_ih^T + b
+  if (packed) {
+    packed->multiply(d.T * d.N, x, d.C, out, GH, false, false, bias);
+    return;
+  }
   gemm_parallel<T>(
       d.T * d.N, GH, d.C, x, d.C, false,
       [&](PackedB<T>& B, Index c0, Index c1) { B.pack_transposed(w_ih, d.C, c0, c1); }, out, GH,
-      false, b.size() ? b.data() : nullptr);
+      false, bias);
 }
 
 // db: [GH] = the sum over rows of G: [rows, GH], in a fixed order (reproducible run to run).
 template <typename T>
 inline void column_sums(const T* G, Index rows, Index GH, T* db) {
   const int nt = rows * GH < (Index(1) << 18) ? 1 : num_threads();
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const Range c = split(GH, thread_id(), team_size());
+  run_team(nt, [&](int tid, int team) {
+    const Range c = split(GH, tid, team);
     if (c.size()) {
       RowVecMap<T> out(db + c.begin, c.size());
       out.setZero();
       // db[c] += G[r, c] for r = 0, 1, ...
       for (Index r = 0; r < rows; ++r) out += CRowVecMap<T>(G + r * GH + c.begin, c.size());
     }
-  }
+  });
 }
 
 // The gradients that come from single GEMMs after the backward loop.

@@ -33,7 +33,8 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih  for all t: [T*N, 3H]   (b_hh is applied per step, inside r ⊙ ·)
-  input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates);
+  input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates,
+                   w.packed_ih);
 
   T* S0 = cache.S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
@@ -42,16 +43,15 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
   MatMap<T> Gh(gh, N, G);
-  const int nt = loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, H, G);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
-    PackedB<T>& Wk = packs[tid];
-    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
+      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -91,7 +91,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
       drop_rows(hnext, w.rd, rows, H, hd.data());
       barrier();
     }
-  }
+  });
 }
 
 // GRU backward.
@@ -112,10 +112,8 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
   const int nt = loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, G, H);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [3H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
@@ -169,7 +167,7 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
       pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
       barrier();
     }
-  }
+  });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);

@@ -32,7 +32,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
 
   // gates[t] = x_t · w_ih^T + b_ih + b_hh     for all t at once: [T*N, 4H]
-  input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates);
+  input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates, w.packed_ih);
 
   // initial states (zeros when not given)
   T* S0 = cache.S + si.initial() * NH;
@@ -43,16 +43,15 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   Mat<T> hd(w.rd ? N : 0, H);
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const int nt = loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, H, G);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
+  auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
-    PackedB<T>& Wk = packs[tid];
-    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
+      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -92,7 +91,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       drop_rows(hn, w.rd, rows, H, hd.data());
       barrier();
     }
-  }
+  });
 }
 
 // LSTM backward (backpropagation through time).
@@ -115,10 +114,8 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
 
   const int nt = loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, G, H);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [4H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
@@ -179,7 +176,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       barrier();
     }
     if (tid == 0) dc_final = dc_cur;
-  }
+  });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
   std::copy(dc_final, dc_final + NH, dc0);
 

@@ -23,7 +23,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // S[after(t)] = x_t · w_ih^T + b_ih + b_hh for all t at once: the after-blocks are contiguous
-  input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH));
+  input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH), w.packed_ih);
 
   T* S0 = S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
@@ -31,16 +31,15 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const int nt = loop_threads(N, H, H);
-  auto packs = reserve_slices<T>(nt, H, H);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
+  auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
-    PackedB<T>& Wk = packs[tid];
-    Wk.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
+      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -59,7 +58,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       drop_rows(Hn.data(), w.rd, rows, H, hd.data());
       barrier();
     }
-  }
+  });
 }
 
 // Elman RNN backward.
@@ -77,12 +76,10 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  const int nt = loop_threads(N, H, H);
-  auto packs = reserve_slices<T>(nt, H, H);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
+  const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
+  auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
+  run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const int tid = thread_id(), team = team_size();
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
@@ -113,7 +110,7 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
       pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
       barrier();
     }
-  }
+  });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);

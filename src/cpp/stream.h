@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core.h"
+#include "gemm.h"
 #include "gru.h"
 #include "lstm.h"
 #include "rnn.h"
@@ -29,6 +30,16 @@ class Stream {
         b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
         h_(Mat<T>::Zero(N, H)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
         gh_(kind == CellKind::GRU ? N * G_ : 0) {
+    // both weight matrices packed once, for every later call
+    packed_ih_.reserve(C, G_);
+    packed_ih_.pack_transposed(w_ih_.data(), C, 0, G_);
+    packed_hh_.reserve(H, G_);
+    packed_hh_.pack_transposed(w_hh_.data(), H, 0, G_);
+    if (kind != CellKind::GRU && b_ih_.size() && b_hh_.size()) {
+      // RNN and LSTM add both biases to the input projection: fold them into one
+      b_ih_ += b_hh_;
+      b_hh_.resize(0);
+    }
     reserve(1);
   }
 
@@ -52,7 +63,7 @@ class Stream {
     reserve(steps);
     const Dims d{steps, N_, C_, H_};
     const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
-                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr};
+                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_};
     const SeqOptions opt{};
     const Index NH = N_ * H_;
     switch (kind_) {
@@ -91,6 +102,7 @@ class Stream {
   Mat<T> w_ih_, w_hh_;
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
+  PackedB<T> packed_ih_, packed_hh_;
   std::vector<T> gh_, S_, Cs_, gates_, hn_;
   Index cap_ = 0;
 };
