@@ -35,4 +35,18 @@ def build_info() -> Dict[str, Any]:
 
 from rnnkit import functional  # noqa: E402
 
-__all__ = ["build_info", "get_num_threads", "set_num_threads", "functional", "__version__"]
+_SUBMODULES = ("activations", "callbacks", "initializers", "interop", "layers", "losses",
+               "metrics", "models", "nn", "optimizers", "schedules", "serialization", "streaming")
+
+
+def __getattr__(name: str) -> Any:
+    # the submodules load on first use (``rnnkit.nn``, ``rnnkit.models``, ...)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"rnnkit.{name}")
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+
+
+__all__ = ["build_info", "get_num_threads", "set_num_threads", "functional", "__version__",
+           *_SUBMODULES]

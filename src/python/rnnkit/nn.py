@@ -700,9 +700,31 @@ class _RNNBase(Module):
         return {"w_ih": p[0], "w_hh": p[1], "b_ih": p[2] if self.bias else None,
                 "b_hh": p[3] if self.bias else None}
 
-    # A future ``stream(batch_size=1)`` method (step-by-step inference with rnnkit.streaming's
-    # LSTMStream / GRUStream / RNNStream) belongs here: it builds one runner per layer and
-    # direction from ``direction_weights(layer)``.
+    def stream(self, batch_size: int = 1) -> Any:
+        """A stateful step-by-step runner for real-time inference (see :mod:`rnnkit.streaming`).
+
+        The weights are copied into C++ once, now (a later change of the module's weights needs
+        a new stream); the state starts at zero and is carried between calls.
+
+        Returns
+        -------
+        LSTMStream, GRUStream or RNNStream for one layer; StackedStream for several.
+
+        Shapes
+        ------
+        step: x [N, input_size] -> h [N, hidden_size];  run: x [steps, N, input_size] ->
+        y [steps, N, hidden_size];  N = batch_size.
+        """
+        from rnnkit import streaming
+
+        if self.bidirectional:
+            raise ValueError("stream: a bidirectional module needs the whole sequence (its reverse "
+                             "direction starts at the end); stream a unidirectional one")
+        cls = {1: streaming.RNNStream, 4: streaming.LSTMStream, 3: streaming.GRUStream}[self._gates]
+        kw = {"nonlinearity": self.nonlinearity} if self._gates == 1 else {}
+        layers = [cls(**self.direction_weights(layer), batch_size=batch_size, **kw)
+                  for layer in range(self.num_layers)]
+        return layers[0] if len(layers) == 1 else streaming.StackedStream(layers)
 
     def _forget_forward(self) -> None:
         self._last = None

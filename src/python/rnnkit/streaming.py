@@ -26,7 +26,7 @@ import numpy as np
 from rnnkit import _core
 from rnnkit._checks import as_float_array, check_positive_int
 
-__all__ = ["RNNStream", "LSTMStream", "GRUStream"]
+__all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
 
 _GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
@@ -115,3 +115,47 @@ class GRUStream(_Stream):
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1) -> None:
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size)
+
+
+class StackedStream:
+    """Several streams run one after another at every call: a multi-layer recurrent network
+    (e.g. from :meth:`rnnkit.nn.LSTM.stream` with ``num_layers > 1``). Each layer's output
+    feeds the next; every layer carries its own state in C++.
+
+    Shapes
+    ------
+    step: x [N, C] -> h [N, H_last];  run: x [steps, N, C] -> y [steps, N, H_last];
+    h: [num_layers, N, H] (and c for LSTM layers).
+    """
+
+    def __init__(self, streams) -> None:
+        self.streams = list(streams)
+        if not self.streams:
+            raise ValueError("streams: expected at least one stream, got none")
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """One step through every layer: ``x: [N, C]`` -> ``h: [N, H]`` of the last layer."""
+        for s in self.streams:
+            x = s.step(x)
+        return x
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """A chunk of steps through every layer: ``x: [steps, N, C]`` -> ``y: [steps, N, H]``."""
+        for s in self.streams:
+            x = s.run(x)
+        return x
+
+    def reset(self) -> None:
+        """Zeroes every layer's state."""
+        for s in self.streams:
+            s.reset()
+
+    @property
+    def h(self) -> np.ndarray:
+        """The carried hidden states of all layers, ``[num_layers, N, H]``."""
+        return np.stack([s.h for s in self.streams])
+
+    @property
+    def c(self) -> np.ndarray:
+        """The carried cell states of all (LSTM) layers, ``[num_layers, N, H]``."""
+        return np.stack([s.c for s in self.streams])
