@@ -6,10 +6,60 @@
 //   h' = (1 - z) ⊙ n + z ⊙ h
 #pragma once
 
+#include <type_traits>
+
 #include "core.h"
 #include "gemm.h"
 
 namespace rnnkit {
+
+// The fused gate pass of one row, float on SIMD packets.
+//   g: [3H] input parts in (x·w_ih^T + b_ih), activated r, z, n out (kept for backward);
+//   gh: [3H] recurrent parts (h·w_hh^T + b_hh);  hp: [H] h_{t-1}.
+//   Out: hn: [H] W_hn h + b_hn (kept for backward), h: [H] h_t.
+inline void gru_row_forward(float* g, const float* gh, const float* hp, float* hn, float* h,
+                            Index H) {
+  using namespace simd;
+  for_packets(H, [&](Index j, auto L) {
+    // r, z = σ(x-part + h-part)
+    const Packet r = sigmoid(add(L.load(g + j), L.load(gh + j)));
+    const Packet z = sigmoid(add(L.load(g + H + j), L.load(gh + H + j)));
+    const Packet hnv = L.load(gh + 2 * H + j);
+    // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
+    const Packet n = simd::tanh(madd(r, hnv, L.load(g + 2 * H + j)));
+    L.store(g + j, r);
+    L.store(g + H + j, z);
+    L.store(g + 2 * H + j, n);
+    L.store(hn + j, hnv);
+    // h_t = n + z ⊙ (h_{t-1} - n)
+    L.store(h + j, madd(z, sub(L.load(hp + j), n), n));
+  });
+}
+
+// The backward gate pass of one row, float on SIMD packets.
+//   g: [3H] activated r, z, n;  hp: [H] h_{t-1};  hn: [H] W_hn h + b_hn;  dh: [H] dL/dh_t.
+//   Out: dgx: [3H] gradients of the input pre-activations, dgh: [3H] of the recurrent ones.
+inline void gru_row_backward(const float* g, const float* hp, const float* hn, const float* dh,
+                             float* dgx, float* dgh, Index H) {
+  using namespace simd;
+  for_packets(H, [&](Index j, auto L) {
+    const Packet r = L.load(g + j), z = L.load(g + H + j), n = L.load(g + 2 * H + j);
+    const Packet d_h = L.load(dh + j);
+    // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)
+    const Packet dn = mul(mul(d_h, sub(set1(1.f), z)), dtanh(n));
+    // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
+    const Packet dz = mul(mul(d_h, sub(L.load(hp + j), n)), dsigmoid(z));
+    // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
+    const Packet dr = mul(mul(dn, L.load(hn + j)), dsigmoid(r));
+    L.store(dgx + j, dr);
+    L.store(dgx + H + j, dz);
+    L.store(dgx + 2 * H + j, dn);
+    // recurrent side: r and z alike, n scaled by r
+    L.store(dgh + j, dr);
+    L.store(dgh + H + j, dz);
+    L.store(dgh + 2 * H + j, mul(dn, r));
+  });
+}
 
 // What GRU backward needs from forward, all owned by the caller.
 //   S: [T+1, N, H] states (StateIndex layout); gates: [T, N, 3H] activated r, z, n;
@@ -67,7 +117,11 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
             CRowVecMap<T>(w.b_hh + cols.begin, cols.size());
       barrier();
 
-      if (rows.size()) {
+      if constexpr (std::is_same_v<T, float>) {
+        for (Index n = rows.begin; n < rows.end; ++n)
+          gru_row_forward(Gt.data() + n * G, gh + n * G, hp + n * H, hn_t + n * H,
+                          hnext + n * H, H);
+      } else if (rows.size()) {
         const Index r0 = rows.begin, rr = rows.size();
         auto Gb = Gt.middleRows(r0, rr);
         auto Ghb = Gh.middleRows(r0, rr);
@@ -129,7 +183,11 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
-      if (rows.size()) {
+      if constexpr (std::is_same_v<T, float>) {
+        for (Index n = rows.begin; n < rows.end; ++n)
+          gru_row_backward(Gt + n * G, hp + n * H, hn_t + n * H, dh.data() + n * H, dGxt + n * G,
+                           dGht + n * G, H);
+      } else if (rows.size()) {
         const Index r0 = rows.begin, rr = rows.size();
         CMatMap<T> Gb(Gt + r0 * G, rr, G);
         MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);

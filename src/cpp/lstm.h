@@ -5,10 +5,59 @@
 //   c' = f ⊙ c + i ⊙ g                         h' = o ⊙ tanh(c')
 #pragma once
 
+#include <type_traits>
+
 #include "core.h"
 #include "gemm.h"
 
 namespace rnnkit {
+
+// The fused gate pass of one row, float on SIMD packets.
+//   g: [4H] pre-activations in, activated i, f, g, o out (kept for backward);
+//   cp: [H] c_{t-1};  cn, hn: [H] c_t, h_t out.
+inline void lstm_row_forward(float* g, const float* cp, float* cn, float* hn, Index H) {
+  using namespace simd;
+  for_packets(H, [&](Index j, auto L) {
+    // i, f, o = σ(·),  g = tanh(·)
+    const Packet i = sigmoid(L.load(g + j)), f = sigmoid(L.load(g + H + j));
+    const Packet gg = simd::tanh(L.load(g + 2 * H + j)), o = sigmoid(L.load(g + 3 * H + j));
+    L.store(g + j, i);
+    L.store(g + H + j, f);
+    L.store(g + 2 * H + j, gg);
+    L.store(g + 3 * H + j, o);
+    // c_t = f ⊙ c_{t-1} + i ⊙ g
+    const Packet c = madd(f, L.load(cp + j), mul(i, gg));
+    L.store(cn + j, c);
+    // h_t = o ⊙ tanh(c_t)
+    L.store(hn + j, mul(o, simd::tanh(c)));
+  });
+}
+
+// The backward gate pass of one row, float on SIMD packets.
+//   g: [4H] activated i, f, g, o;  cp, cn: [H] c_{t-1}, c_t;  dh: [H] dL/dh_t;
+//   dc_in: [H] dL/dc_t from later steps.  Out: dg: [4H] gradients of the pre-activations,
+//   dc_out: [H] dL/dc_{t-1}.
+inline void lstm_row_backward(const float* g, const float* cp, const float* cn, const float* dh,
+                              const float* dc_in, float* dg, float* dc_out, Index H) {
+  using namespace simd;
+  for_packets(H, [&](Index j, auto L) {
+    const Packet i = L.load(g + j), f = L.load(g + H + j), gg = L.load(g + 2 * H + j),
+                 o = L.load(g + 3 * H + j), d_h = L.load(dh + j);
+    const Packet tc = simd::tanh(L.load(cn + j));
+    // dc = dc_in + dh ⊙ o ⊙ (1 - tanh²(c_t))
+    const Packet dc = madd(mul(d_h, o), dtanh(tc), L.load(dc_in + j));
+    // d(i pre) = dc ⊙ g ⊙ i(1 - i)
+    L.store(dg + j, mul(mul(dc, gg), dsigmoid(i)));
+    // d(f pre) = dc ⊙ c_{t-1} ⊙ f(1 - f)
+    L.store(dg + H + j, mul(mul(dc, L.load(cp + j)), dsigmoid(f)));
+    // d(g pre) = dc ⊙ i ⊙ (1 - g²)
+    L.store(dg + 2 * H + j, mul(mul(dc, i), dtanh(gg)));
+    // d(o pre) = dh ⊙ tanh(c_t) ⊙ o(1 - o)
+    L.store(dg + 3 * H + j, mul(mul(d_h, tc), dsigmoid(o)));
+    // dc_{t-1} = dc ⊙ f
+    L.store(dc_out + j, mul(dc, f));
+  });
+}
 
 // What LSTM backward needs from forward, all owned by the caller.
 //   S: [T+1, N, H] hidden states, Cs: [T+1, N, H] cell states (StateIndex layout),
@@ -65,7 +114,10 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       Wk.multiply(N, w.rd ? hd.data() : hp, H, Gt.data() + cols.begin, G, /*accumulate=*/true);
       barrier();
 
-      if (rows.size()) {
+      if constexpr (std::is_same_v<T, float>) {
+        for (Index n = rows.begin; n < rows.end; ++n)
+          lstm_row_forward(Gt.data() + n * G, cp + n * H, cn + n * H, hn + n * H, H);
+      } else if (rows.size()) {
         const Index r0 = rows.begin, rr = rows.size();
         auto Gb = Gt.middleRows(r0, rr);
         // i, f = σ(·)
@@ -132,7 +184,11 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
-      if (rows.size()) {
+      if constexpr (std::is_same_v<T, float>) {
+        for (Index n = rows.begin; n < rows.end; ++n)
+          lstm_row_backward(Gt + n * G, cp + n * H, cn + n * H, dh.data() + n * H, dc_cur + n * H,
+                            dGt + n * G, dc_prev + n * H, H);
+      } else if (rows.size()) {
         const Index r0 = rows.begin, rr = rows.size();
         CMatMap<T> Gb(Gt + r0 * G, rr, G);
         MatMap<T> dGb(dGt + r0 * G, rr, G);

@@ -3,6 +3,8 @@
 //   h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh or relu
 #pragma once
 
+#include <type_traits>
+
 #include "core.h"
 #include "gemm.h"
 
@@ -48,7 +50,19 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       // pre[:, cols] = (x-part) + (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
       Wk.multiply(N, w.rd ? hd.data() : hp, H, Hn.data() + cols.begin, H, /*accumulate=*/true);
       barrier();
-      if (rows.size()) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (act == Nonlinearity::Tanh) {
+          // h_t = tanh(pre), on SIMD packets
+          float* a = Hn.data() + rows.begin * H;
+          simd::for_packets(rows.size() * H, [&](Index j, auto L) {
+            L.store(a + j, simd::tanh(L.load(a + j)));
+          });
+        } else if (rows.size()) {
+          // h_t = max(pre, 0)
+          auto a = Hn.middleRows(rows.begin, rows.size()).array();
+          a = a.max(T(0));
+        }
+      } else if (rows.size()) {
         auto a = Hn.middleRows(rows.begin, rows.size()).array();
         // h_t = tanh(pre)  or  max(pre, 0)
         if (act == Nonlinearity::Tanh) a = a.tanh(); else a = a.max(T(0));
