@@ -181,7 +181,8 @@ py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0
 template <typename T>
 py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                         bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
-                        const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n) {
+                        const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n,
+                        bool need_dx) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(Cs, {d.T + 1, d.N, d.H}, "cache.c_states");
@@ -192,7 +193,7 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
-  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
   auto dh0 = empty<T>({d.N, d.H});
   auto dc0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({4 * d.H, d.C});
@@ -203,11 +204,11 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
     py::gil_scoped_release nogil;
     rnnkit::lstm_backward<T>(d, x.data(), w, opt,
                              {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()}, dy.data(),
-                             ptr(dh_n), ptr(dc_n), dG.mutable_data(), dx.mutable_data(), dh0.mutable_data(),
+                             ptr(dh_n), ptr(dc_n), dG.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
                              dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
                              db.mutable_data());
   }
-  return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db);
 }
 
 // ----------------------------------- GRU ------------------------------------------------------
@@ -237,7 +238,7 @@ py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 template <typename T>
 py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
-                       const Arr<T>& dy, const OptArr<T>& dh_n) {
+                       const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
@@ -247,7 +248,7 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
-  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
   auto dh0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({3 * d.H, d.C});
   auto dw_hh = empty<T>({3 * d.H, d.H});
@@ -259,11 +260,11 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
     py::gil_scoped_release nogil;
     rnnkit::gru_backward<T>(d, x.data(), w, opt,
                             {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, dy.data(),
-                            ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), dx.mutable_data(), dh0.mutable_data(),
+                            ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
                             dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
                             db_hh.mutable_data());
   }
-  return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db_ih, db_hh);
 }
 
 // ----------------------------------- Elman RNN ------------------------------------------------
@@ -296,7 +297,7 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 template <typename T>
 py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const std::string& act, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
-                       const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n) {
+                       const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 1);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
@@ -305,7 +306,7 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
-  auto dx = empty<T>({d.T, d.N, d.C});
+  auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
   auto dh0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({d.H, d.C});
   auto dw_hh = empty<T>({d.H, d.H});
@@ -314,10 +315,10 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   {
     py::gil_scoped_release nogil;
     rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
-                            dx.mutable_data(), dh0.mutable_data(), dw_ih.mutable_data(),
+                            (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(), dw_ih.mutable_data(),
                             dw_hh.mutable_data(), db.mutable_data());
   }
-  return py::make_tuple(dx, dh0, dw_ih, dw_hh, db);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db);
 }
 
 
@@ -427,7 +428,7 @@ void def_kernels(py::module_& m) {
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("dc_n").noconvert());
+        py::arg("dc_n").noconvert(), py::arg("need_dx"));
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
@@ -435,7 +436,8 @@ void def_kernels(py::module_& m) {
   m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
-        py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
+        py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
+        py::arg("need_dx"));
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
@@ -443,7 +445,7 @@ void def_kernels(py::module_& m) {
   m.def("rnn_backward", &rnn_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
-        py::arg("dy").noconvert(), py::arg("dh_n").noconvert());
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"));
 }
 
 std::string simd_level() {

@@ -85,7 +85,7 @@ inline auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
 // no lane is ever computed by scalar code. float64 keeps Eigen array expressions.
 namespace simd {
 using Packet = Eigen::internal::packet_traits<float>::type;
-constexpr Index kLanes = Eigen::internal::unpacket_traits<Packet>::size;
+constexpr Index kLanes = Index(sizeof(Packet) / sizeof(float));
 
 inline Packet set1(float v) { return Eigen::internal::pset1<Packet>(v); }
 inline Packet add(Packet a, Packet b) { return Eigen::internal::padd(a, b); }

@@ -401,14 +401,15 @@ inline void column_sums(const T* G, Index rows, Index GH, T* db) {
 //   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
 //   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
 //   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
-//   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (either may be null to skip)
+//   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (dx, db_ih, db_hh may be null to skip)
 template <typename T>
 inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
                              const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
                              T* db_hh) {
   const Index rows = d.T * d.N;
-  // dx = dGx · w_ih                  [T*N, GH] x [GH, C]
-  gemm_parallel<T>(
+  // dx = dGx · w_ih                  [T*N, GH] x [GH, C]      (skipped when dx is null)
+  if (dx)
+    gemm_parallel<T>(
       rows, d.C, GH, dGx, GH, false,
       [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); }, dx, d.C,
       false);

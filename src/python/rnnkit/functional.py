@@ -245,7 +245,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
     return RNNOutput(y, h_n, cache)
 
 
-def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
+def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNNGrads:
     """Backpropagation through time for :func:`rnn_forward`.
 
     Shapes
@@ -253,6 +253,9 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
     dy: [T, N, H], dh_n: [N, H] (``None`` = zeros)
     -> dx: [T, N, C], dh0: [N, H], dw_ih: [H, C], dw_hh: [H, H], db_ih, db_hh: [H] (``None``
     where the forward had no such bias)
+
+    ``need_dx=False`` skips the input gradient (``dx`` is ``None``): one GEMM less, for a
+    first layer whose input is data.
     """
     _check_cache(cache, RNNCache, "rnn_forward")
     T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
@@ -262,7 +265,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None) -> RNNGrads:
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db = _core.rnn_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.nonlinearity, cache.mask, cache.rd, cache.reverse,
-        cache.zero_output_for_mask, cache.S, dy, dh_n)
+        cache.zero_output_for_mask, cache.S, dy, dh_n, bool(need_dx))
     return RNNGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
 
@@ -298,7 +301,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
 
 
-def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> LSTMGrads:
+def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
+                  need_dx: bool = True) -> LSTMGrads:
     """Backpropagation through time for :func:`lstm_forward`.
 
     Shapes
@@ -315,7 +319,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> LSTMGrads:
     dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
     dx, dh0, dc0, dw_ih, dw_hh, db = _core.lstm_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
-        cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n)
+        cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx))
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
 
@@ -351,7 +355,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
 
-def gru_backward(cache: GRUCache, dy, dh_n=None) -> GRUGrads:
+def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRUGrads:
     """Backpropagation through time for :func:`gru_forward`.
 
     Shapes
@@ -367,5 +371,5 @@ def gru_backward(cache: GRUCache, dy, dh_n=None) -> GRUGrads:
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
-        cache.S, cache.gates, cache.hn, dy, dh_n)
+        cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx))
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))

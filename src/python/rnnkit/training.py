@@ -160,10 +160,16 @@ def _train_step(model: "Sequential", xb: np.ndarray, yb: np.ndarray, params: Lis
     mask = _loss_mask(out, mask)
     value, d = _loss(model, yb, out, mask, fused, need_grad=True)
     model.zero_grad()
-    if fused:
-        model._backward_from_logits(d)  # type: ignore[arg-type]
-    else:
-        model.backward(d)
+    # the input is data: the first layer need not compute its input gradient
+    first = model.layers[0]
+    saved, first.needs_input_grad = first.needs_input_grad, False
+    try:
+        if fused:
+            model._backward_from_logits(d)  # type: ignore[arg-type]
+        else:
+            model.backward(d)
+    finally:
+        first.needs_input_grad = saved
     assert model.optimizer is not None
     model.optimizer.apply(grads, params)
     return value, out, mask

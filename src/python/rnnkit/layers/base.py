@@ -69,6 +69,9 @@ class Layer:
         self.built = False
         self.params: Dict[str, np.ndarray] = {}
         self.grads: Dict[str, np.ndarray] = {}
+        # False when nobody needs the gradient w.r.t. this layer's input (a model's first layer,
+        # whose input is data): layers that can skip computing it return None from backward
+        self.needs_input_grad = True
 
     # ---- building -----------------------------------------------------------------------------
     def build(self, input_shape: Shape) -> None:

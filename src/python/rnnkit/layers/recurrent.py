@@ -274,8 +274,8 @@ class _RNN(Layer):
             return [out] + [s.copy() for s in finals]
         return out
 
-    def backward(self, d_out: Any) -> np.ndarray:
-        """Gradient w.r.t. the input ``[N, T, C]`` from the gradient w.r.t. the output (a list
+    def backward(self, d_out: Any) -> Optional[np.ndarray]:
+        """Gradient w.r.t. the input ``[N, T, C]`` (None when :attr:`needs_input_grad` is False) from the gradient w.r.t. the output (a list
         ``[d_output, d_h(, d_c)]`` with ``return_state``; ``None`` entries are zeros); parameter
         gradients are accumulated into :attr:`grads`."""
         if self._cache is None:
@@ -308,6 +308,8 @@ class _RNN(Layer):
         for k, g in pgrads.items():
             self.grads[k] += g
         self.d_initial_state = d_init
+        if dx is None:  # needs_input_grad is False: the caller wants no input gradient
+            return None
         if dp is not None:
             dx *= dp[None]
         return np.ascontiguousarray(dx.transpose(1, 0, 2))
@@ -405,7 +407,7 @@ class SimpleRNN(_RNN):
         return o.y, [o.h_n], o.cache
 
     def _run_backward(self, cache, dy, d_states):
-        g = F.rnn_backward(cache, dy, d_states[0])
+        g = F.rnn_backward(cache, dy, d_states[0], need_dx=self.needs_input_grad)
         pg = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
         if self.use_bias:
             pg["b_ih"] = g.db_ih
@@ -471,7 +473,8 @@ class LSTM(_RNN):
         return o.y, [o.h_n, o.c_n], o.cache
 
     def _run_backward(self, cache, dy, d_states):
-        g = F.lstm_backward(cache, dy, d_states[0], d_states[1])
+        g = F.lstm_backward(cache, dy, d_states[0], d_states[1],
+                            need_dx=self.needs_input_grad)
         pg = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
         if self.use_bias:
             pg["b_ih"] = g.db_ih
@@ -566,7 +569,7 @@ class GRU(_RNN):
     def _run_backward(self, cache, dy, d_states):
         pg = {}
         if self.reset_after:
-            g = F.gru_backward(cache, dy, d_states[0])
+            g = F.gru_backward(cache, dy, d_states[0], need_dx=self.needs_input_grad)
             if self.use_bias:
                 pg["b_ih"], pg["b_hh"] = g.db_ih, g.db_hh
         else:
