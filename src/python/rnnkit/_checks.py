@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 
 
 def _shape_str(shape: Sequence[Any]) -> str:
@@ -21,6 +22,12 @@ def as_float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> np.nd
     integer, boolean, complex, object and float16 inputs raise TypeError, as does a dtype that
     differs from `dtype` (the dtype of `x`, which decides the precision of a call).
     """
+    if type(a) is np.ndarray:
+        # fast path: the common case of a well-formed array costs a few attribute reads
+        dt = a.dtype
+        if (dt is _F32 or dt is _F64 or dt in FLOAT_DTYPES) and a.flags.c_contiguous and \
+                dt.isnative and (dtype is None or dt == dtype):
+            return a
     if isinstance(a, np.ndarray):
         arr = a
     else:
