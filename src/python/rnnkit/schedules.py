@@ -64,6 +64,24 @@ class LearningRateSchedule:
         return f"{type(self).__name__}({args})"
 
 
+def _init_rate_steps(sched: Any, initial_learning_rate: float, decay_steps: int, decay_rate: float,
+                     staircase: bool, name: str, rate_positive: bool) -> None:
+    """The arguments shared by ExponentialDecay and InverseTimeDecay, checked and stored."""
+    sched.initial_learning_rate = _check_number("initial_learning_rate", initial_learning_rate,
+                                                nonneg=True)
+    sched.decay_steps = _check_number("decay_steps", decay_steps, positive=True)
+    sched.decay_rate = (_check_number("decay_rate", decay_rate, positive=True) if rate_positive
+                        else _check_number("decay_rate", decay_rate, nonneg=True))
+    sched.staircase = bool(staircase)
+    sched.name = name
+
+
+def _progress(sched: Any, step: int) -> float:
+    """step / decay_steps, floored with ``staircase``."""
+    p = _check_step(step) / sched.decay_steps
+    return math.floor(p) if sched.staircase else p
+
+
 class ExponentialDecay(LearningRateSchedule):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)``.
 
@@ -85,18 +103,11 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, decay_steps: int, decay_rate: float,
                  staircase: bool = False, name: str = "ExponentialDecay") -> None:
-        self.initial_learning_rate = _check_number("initial_learning_rate", initial_learning_rate,
-                                                   nonneg=True)
-        self.decay_steps = _check_number("decay_steps", decay_steps, positive=True)
-        self.decay_rate = _check_number("decay_rate", decay_rate, positive=True)
-        self.staircase = bool(staircase)
-        self.name = name
+        _init_rate_steps(self, initial_learning_rate, decay_steps, decay_rate, staircase, name,
+                         rate_positive=True)
 
     def __call__(self, step: int) -> float:
-        p = _check_step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return self.initial_learning_rate * self.decay_rate ** _progress(self, step)
 
     def get_config(self) -> Dict[str, Any]:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
@@ -212,18 +223,11 @@ class InverseTimeDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, decay_steps: int, decay_rate: float,
                  staircase: bool = False, name: str = "InverseTimeDecay") -> None:
-        self.initial_learning_rate = _check_number("initial_learning_rate", initial_learning_rate,
-                                                   nonneg=True)
-        self.decay_steps = _check_number("decay_steps", decay_steps, positive=True)
-        self.decay_rate = _check_number("decay_rate", decay_rate, nonneg=True)
-        self.staircase = bool(staircase)
-        self.name = name
+        _init_rate_steps(self, initial_learning_rate, decay_steps, decay_rate, staircase, name,
+                         rate_positive=False)
 
     def __call__(self, step: int) -> float:
-        p = _check_step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1.0 + self.decay_rate * p)
+        return self.initial_learning_rate / (1.0 + self.decay_rate * _progress(self, step))
 
     def get_config(self) -> Dict[str, Any]:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
