@@ -3,6 +3,7 @@
 // (workspaces only grow when a longer chunk than ever before arrives).
 #pragma once
 
+#include <mutex>
 #include <vector>
 
 #include "core.h"
@@ -47,11 +48,19 @@ class Stream {
   Index H() const { return H_; }
   Index N() const { return N_; }
   CellKind kind() const { return kind_; }
-  const Mat<T>& h() const { return h_; }
-  const Mat<T>& c() const { return c_; }
+  // copies of the carried state: h, c: [N, H]
+  Mat<T> h() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return h_;
+  }
+  Mat<T> c() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return c_;
+  }
 
   // h, c: [N, H] (null = zeros)
   void reset(const T* h0, const T* c0) {
+    std::lock_guard<std::mutex> lock(mu_);
     if (h0) h_ = CMatMap<T>(h0, N_, H_); else h_.setZero();
     if (kind_ == CellKind::LSTM) {
       if (c0) c_ = CMatMap<T>(c0, N_, H_); else c_.setZero();
@@ -59,7 +68,9 @@ class Stream {
   }
 
   // Runs `steps` steps from the carried state: x: [steps, N, C] -> y: [steps, N, H].
+  // Calls from several threads are serialised (the GIL is released around large steps).
   void run(const T* x, Index steps, T* y) {
+    std::lock_guard<std::mutex> lock(mu_);
     reserve(steps);
     const Dims d{steps, N_, C_, H_};
     const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
@@ -105,6 +116,7 @@ class Stream {
   PackedB<T> packed_ih_, packed_hh_;
   std::vector<T> gh_, S_, Cs_, gates_, hn_;
   Index cap_ = 0;
+  mutable std::mutex mu_;
 };
 
 }  // namespace rnnkit
