@@ -15,18 +15,21 @@ def _shape_str(shape: Sequence[Any]) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
-def as_float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> np.ndarray:
+def as_float_array(name: str, a: Any, dtype: Optional[np.dtype] = None,
+                   contiguous: bool = True) -> np.ndarray:
     """Returns `a` as a C-contiguous float32/float64 array, without a copy when it already is one.
 
-    Non-contiguous or non-native-byte-order float arrays are copied (the one documented copy);
+    Non-contiguous (unless ``contiguous=False``) or non-native-byte-order float arrays are copied
+    (the one documented copy);
     integer, boolean, complex, object and float16 inputs raise TypeError, as does a dtype that
     differs from `dtype` (the dtype of `x`, which decides the precision of a call).
     """
     if type(a) is np.ndarray:
         # fast path: the common case of a well-formed array costs a few attribute reads
         dt = a.dtype
-        if (dt is _F32 or dt is _F64 or dt in FLOAT_DTYPES) and a.flags.c_contiguous and \
-                dt.isnative and (dtype is None or dt == dtype):
+        if (dt is _F32 or dt is _F64 or dt in FLOAT_DTYPES) and \
+                (a.flags.c_contiguous or not contiguous) and dt.isnative and \
+                (dtype is None or dt == dtype):
             return a
     if isinstance(a, np.ndarray):
         arr = a
@@ -44,7 +47,7 @@ def as_float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> np.nd
         )
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if not arr.flags.c_contiguous:
+    if contiguous and not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
     return arr
 

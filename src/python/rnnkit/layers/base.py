@@ -122,7 +122,9 @@ class Layer:
     def _check_input(self, x: Any) -> np.ndarray:
         from rnnkit._checks import as_float_array
 
-        x = as_float_array(f"{self.name}: x", x)
+        # any memory layout: each layer lays its input out as its kernel needs (so a time-major
+        # view handed on by a recurrent layer reaches the next one without a copy)
+        x = as_float_array(f"{self.name}: x", x, contiguous=False)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         return x

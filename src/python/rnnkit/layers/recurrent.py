@@ -294,13 +294,14 @@ class _RNN(Layer):
                 raise ValueError(f"{self.name}: d_out: expected one array (return_state=False), "
                                  f"got a list of {len(d_out)}")
             d_main, d_states = d_out, [None] * self._STATES
-        dy = np.zeros((T, N, U), dtype=self.dtype)
-        if d_main is not None:
-            if self.return_sequences:
-                g = self._grad_array("d_out", d_main, (N, T, U))
-                gk = g.transpose(1, 0, 2)
-                dy[...] = gk[::-1] if self.go_backwards else gk
-            else:
+        if d_main is not None and self.return_sequences:
+            g = self._grad_array("d_out", d_main, (N, T, U))
+            gk = g.transpose(1, 0, 2)
+            # time-major dy: no copy when the gradient arrives as a view of time-major memory
+            dy = np.ascontiguousarray(gk[::-1] if self.go_backwards else gk)
+        else:
+            dy = np.zeros((T, N, U), dtype=self.dtype)
+            if d_main is not None:
                 dy[last] = self._grad_array("d_out", d_main, (N, U))
         d_states = [None if s is None else self._grad_array(f"d_state[{i}]", s, (N, U))
                     for i, s in enumerate(d_states)]
@@ -315,7 +316,7 @@ class _RNN(Layer):
         return np.ascontiguousarray(dx.transpose(1, 0, 2))
 
     def _grad_array(self, name: str, a: Any, shape: Tuple[int, ...]) -> np.ndarray:
-        a = np.asarray(as_float_array(f"{self.name}: {name}", a), dtype=self.dtype)
+        a = np.asarray(as_float_array(f"{self.name}: {name}", a, contiguous=False), dtype=self.dtype)
         check_shape(f"{self.name}: {name}", a, shape)
         return a
 
