@@ -32,6 +32,8 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import numpy as np
 
+from rnnkit.activations import max_last_axis
+
 __all__ = [
     "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
     "MeanSquaredError", "MeanAbsoluteError", "categorical_crossentropy",
@@ -107,14 +109,14 @@ def _as_mask(mask: Any, lead: Tuple[int, ...]) -> Optional[np.ndarray]:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    e = z - z.max(axis=-1, keepdims=True)
+    e = z - max_last_axis(z)
     np.exp(e, out=e)
     e /= e.sum(axis=-1, keepdims=True)
     return e
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    s = z - z.max(axis=-1, keepdims=True)
+    s = z - max_last_axis(z)
     return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
 
 
