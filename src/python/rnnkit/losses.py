@@ -32,6 +32,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import numpy as np
 
+from rnnkit._registry import deserialize_object, serialize_object
 from rnnkit.activations import max_last_axis
 
 __all__ = [
@@ -547,17 +548,9 @@ def get(identifier: Union[str, Loss, Dict[str, Any]]) -> Loss:
 
 def serialize(loss: Loss) -> Dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` (JSON-compatible)."""
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss: expected a Loss, got {type(loss).__name__}")
-    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+    return serialize_object(loss, Loss, "loss")
 
 
 def deserialize(config: Dict[str, Any]) -> Loss:
     """Inverse of :func:`serialize`."""
-    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
-        raise ValueError(f"config: expected a dict with 'class_name' and 'config', got {config!r}")
-    cls = _CLASSES.get(config["class_name"])
-    if cls is None:
-        raise ValueError(f"config: unknown loss class {config['class_name']!r}; expected one of "
-                         f"{sorted(_CLASSES)}")
-    return cls.from_config(dict(config["config"]))
+    return deserialize_object(config, _CLASSES.get, "loss class", _CLASSES)

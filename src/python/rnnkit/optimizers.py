@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, U
 import numpy as np
 
 from rnnkit import schedules as _schedules
+from rnnkit._registry import deserialize_object, serialize_object
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "get", "serialize", "deserialize"]
 
@@ -520,17 +521,10 @@ def get(identifier: Union[str, Optimizer, Dict[str, Any]]) -> Optimizer:
 
 def serialize(optimizer: Optimizer) -> Dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` (JSON-compatible)."""
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer: expected an Optimizer, got {type(optimizer).__name__}")
-    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+    return serialize_object(optimizer, Optimizer, "optimizer")
 
 
 def deserialize(config: Dict[str, Any]) -> Optimizer:
     """Inverse of :func:`serialize`."""
-    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
-        raise ValueError(f"config: expected a dict with 'class_name' and 'config', got {config!r}")
-    cls = _OPTIMIZERS.get(str(config["class_name"]).lower())
-    if cls is None:
-        raise ValueError(f"config: unknown optimizer class {config['class_name']!r}; expected one of "
-                         f"{sorted(c.__name__ for c in _OPTIMIZERS.values())}")
-    return cls.from_config(dict(config["config"]))
+    return deserialize_object(config, lambda name: _OPTIMIZERS.get(name.lower()), "optimizer class",
+                              (c.__name__ for c in _OPTIMIZERS.values()))

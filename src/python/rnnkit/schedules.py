@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence, Type
 
+from rnnkit._registry import deserialize_object, serialize_object
+
 __all__ = [
     "LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay",
     "InverseTimeDecay", "serialize", "deserialize",
@@ -241,17 +243,9 @@ _SCHEDULES: Dict[str, Type[LearningRateSchedule]] = {
 
 def serialize(schedule: LearningRateSchedule) -> Dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` (JSON-compatible)."""
-    if not isinstance(schedule, LearningRateSchedule):
-        raise TypeError(f"schedule: expected a LearningRateSchedule, got {type(schedule).__name__}")
-    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+    return serialize_object(schedule, LearningRateSchedule, "schedule")
 
 
 def deserialize(config: Dict[str, Any]) -> LearningRateSchedule:
     """Inverse of :func:`serialize`; only the built-in schedules are known."""
-    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
-        raise ValueError(f"config: expected a dict with 'class_name' and 'config', got {config!r}")
-    cls = _SCHEDULES.get(config["class_name"])
-    if cls is None:
-        raise ValueError(f"config: unknown learning-rate schedule {config['class_name']!r}; "
-                         f"expected one of {sorted(_SCHEDULES)}")
-    return cls.from_config(dict(config["config"]))
+    return deserialize_object(config, _SCHEDULES.get, "learning-rate schedule", _SCHEDULES)
