@@ -297,14 +297,6 @@ inline const T* dropped_states(const T* hprev, const T* rd, Index T_, Index NH, 
   return scratch;
 }
 
-// Columns [c.begin, c.end) of the recurrent product's input for the next step: hd = h ⊙ rd.
-template <typename T>
-inline void drop_cols(const T* h, const T* rd, Index N, Range c, Index H, T* hd) {
-  if (!rd) return;
-  for (Index n = 0; n < N; ++n)
-    for (Index j = c.begin; j < c.end; ++j) hd[n * H + j] = h[n * H + j] * rd[n * H + j];
-}
-
 // Backward through the recurrent dropout, columns [c.begin, c.end) of dh_{t-1}: [N, H]
 // (from the recurrent product): dh ⊙= rd.
 template <typename T>
@@ -331,28 +323,6 @@ inline void write_output(const bool* m, bool zero_masked, Range r, Index H, cons
   if (m && zero_masked)
     for (Index n = r.begin; n < r.end; ++n)
       if (!m[n]) std::fill(y_t + n * H, y_t + (n + 1) * H, T(0));
-}
-
-// Columns [c.begin, c.end) of every masked row keep the previous state: next[n, c] = prev[n, c].
-template <typename T>
-inline void carry_masked_cols(const bool* m, Index N, Range c, Index H, const T* prev, T* next) {
-  if (!m) return;
-  for (Index n = 0; n < N; ++n)
-    if (!m[n]) std::copy(prev + n * H + c.begin, prev + n * H + c.end, next + n * H + c.begin);
-}
-
-// Columns [c.begin, c.end) of the output of one step, y_t: [N, H], from the state after the
-// step; masked rows are the carried state (already in `state`) or zeros when zero_masked.
-template <typename T>
-inline void write_output_cols(const bool* m, bool zero_masked, Index N, Range c, Index H,
-                              const T* state, T* y_t) {
-  for (Index n = 0; n < N; ++n) {
-    T* out = y_t + n * H;
-    if (m && zero_masked && !m[n])
-      std::fill(out + c.begin, out + c.end, T(0));
-    else
-      std::copy(state + n * H + c.begin, state + n * H + c.end, out + c.begin);
-  }
 }
 
 // Backward, rows [r.begin, r.end): the gradient reaching the state after a step,

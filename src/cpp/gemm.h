@@ -315,60 +315,6 @@ std::vector<PackedB<T>> reserve_slices(int nt, Index K, Index cols_total,
   return packs;
 }
 
-// Packed recurrent weights of a time loop whose threads own ranges of hidden units: G gate
-// blocks of H columns each (w_hh: [G*H, H]); thread k's slice is, for every gate q, the columns
-// q*H + units_k of w_hh^T. One thread (or a caller's prepacked whole matrix) multiplies all G*H
-// columns at once. `packs` holds G packed blocks per thread, reserved before the region.
-template <typename T>
-std::vector<PackedB<T>> reserve_unit_slices(int nt, Index H, int G, const PackedB<T>* prepacked) {
-  std::vector<PackedB<T>> packs(prepacked ? 0 : (nt == 1 ? 1 : nt * G));
-  if (nt == 1) {
-    if (!prepacked) packs[0].reserve(H, G * H);
-  } else {
-    for (int k = 0; k < nt; ++k)
-      for (int q = 0; q < G; ++q) packs[k * G + q].reserve(H, split(H, k, nt).size());
-  }
-  return packs;
-}
-
-template <typename T>
-class UnitSlices {
- public:
-  // Packs this thread's slices of w_hh^T (or uses `prepacked` when a caller brings them).
-  UnitSlices(std::vector<PackedB<T>>& packs, const PackedB<T>* prepacked, const T* w_hh, Index H,
-             int G, Range units, int tid, int team)
-      : H_(H), G_(G), units_(units) {
-    if (team == 1) {
-      whole_ = prepacked;
-      if (!whole_) {
-        packs[0].pack_transposed(w_hh, H, 0, G * H);
-        whole_ = &packs[0];
-      }
-      return;
-    }
-    blocks_ = &packs[size_t(tid) * G];
-    for (int q = 0; q < G; ++q)
-      blocks_[q].pack_transposed(w_hh, H, q * H + units.begin, q * H + units.end);
-  }
-  // C[:, q*H + units] (=|+=) A · w_hh[q*H + units]^T for every gate q;  A: [M, H], C: [M, ldc]
-  void multiply(Index M, const T* A, T* C, Index ldc, bool accumulate) const {
-    if (whole_) {
-      whole_->multiply(M, A, H_, C, ldc, accumulate);
-      return;
-    }
-    if (!units_.size()) return;
-    for (int q = 0; q < G_; ++q)
-      blocks_[q].multiply(M, A, H_, C + q * H_ + units_.begin, ldc, accumulate);
-  }
-
- private:
-  Index H_;
-  int G_;
-  Range units_;
-  const PackedB<T>* whole_ = nullptr;
-  PackedB<T>* blocks_ = nullptr;
-};
-
 // The packed recurrent weights this thread multiplies by: its own slice, packed now by `pack`,
 // or the caller's prepacked whole matrix (single-threaded calls).
 template <typename T, typename Pack>

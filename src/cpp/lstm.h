@@ -12,15 +12,12 @@
 
 namespace rnnkit {
 
-// The fused gate pass of one row over `count` hidden units, float on SIMD packets.
-//   g: the row's gates from the first unit on, gate q at g + q * stride ([4, count] used):
-//   pre-activations in, activated i, f, g, o out (kept for backward);
-//   cp: [count] c_{t-1};  cn, hn: [count] c_t, h_t out.
-inline void lstm_row_forward(float* g, const float* cp, float* cn, float* hn, Index stride,
-                             Index count) {
+// The fused gate pass of one row, float on SIMD packets.
+//   g: [4H] pre-activations in, activated i, f, g, o out (kept for backward);
+//   cp: [H] c_{t-1};  cn, hn: [H] c_t, h_t out.
+inline void lstm_row_forward(float* g, const float* cp, float* cn, float* hn, Index H) {
   using namespace simd;
-  const Index H = stride;
-  for_packets(count, [&](Index j, auto L) {
+  for_packets(H, [&](Index j, auto L) {
     // i, f, o = σ(·),  g = tanh(·)
     const Packet i = sigmoid(L.load(g + j)), f = sigmoid(L.load(g + H + j));
     const Packet gg = simd::tanh(L.load(g + 2 * H + j)), o = sigmoid(L.load(g + 3 * H + j));
@@ -91,20 +88,19 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   T* C0 = cache.Cs + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
   if (c0) std::copy(c0, c0 + NH, C0); else std::fill(C0, C0 + NH, T(0));
-  // hd = h ⊙ rd, the recurrent product's input under recurrent dropout; two buffers, for the
-  // step being multiplied and the next one (a thread may finish a step while another still reads)
-  Mat<T> hd(w.rd ? 2 * N : 0, H);
+  // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
+  Mat<T> hd(w.rd ? N : 0, H);
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  // Each thread owns a range of hidden units: its recurrent GEMM writes exactly the gate
-  // columns (i, f, g, o of those units) its gate pass reads next, so the two need no barrier
-  // and the fresh gates stay in its own cache; one barrier per step publishes h_t.
   const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
-  auto packs = reserve_unit_slices<T>(nt, H, 4, w.packed_hh);
+  auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
   run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz(false);
-    const Range units = split(H, tid, team);
-    const UnitSlices<T> Wk(packs, w.packed_hh, w.w_hh, H, 4, units, tid, team);
+    const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
+    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
+      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
+    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -113,37 +109,38 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       const T* cp = cache.Cs + si.before(t) * NH;
       T* hn = cache.S + si.after(t) * NH;
       T* cn = cache.Cs + si.after(t) * NH;
-      T* hd_now = w.rd ? hd.data() + (k % 2) * NH : nullptr;
-      T* hd_next = w.rd ? hd.data() + ((k + 1) % 2) * NH : nullptr;
 
-      // G_t[:, gates of units] += (h_{t-1} ⊙ rd) · w_hh[gates of units]^T    [N, H] x [H, 4|u|]
-      Wk.multiply(N, w.rd ? hd_now : hp, Gt.data(), G, /*accumulate=*/true);
+      // G_t[:, cols] += (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
+      Wk.multiply(N, w.rd ? hd.data() : hp, H, Gt.data() + cols.begin, G, /*accumulate=*/true);
+      barrier();
 
-      const Index u0 = units.begin, nu = units.size();
       if constexpr (std::is_same_v<T, float>) {
-        for (Index n = 0; n < N && nu; ++n)
-          lstm_row_forward(Gt.data() + n * G + u0, cp + n * H + u0, cn + n * H + u0,
-                           hn + n * H + u0, H, nu);
-      } else if (nu) {
-        auto gate = [&](int q) { return Gt.middleCols(q * H + u0, nu).array(); };
-        // i, f, o = σ(·),  g = tanh(·)
-        gate(0) = sigmoid(gate(0));
-        gate(1) = sigmoid(gate(1));
-        gate(2) = gate(2).tanh();
-        gate(3) = sigmoid(gate(3));
-        MatMap<T> Cn(cn, N, H), Hn(hn, N, H);
-        CMatMap<T> Cp(cp, N, H);
+        for (Index n = rows.begin; n < rows.end; ++n)
+          lstm_row_forward(Gt.data() + n * G, cp + n * H, cn + n * H, hn + n * H, H);
+      } else if (rows.size()) {
+        const Index r0 = rows.begin, rr = rows.size();
+        auto Gb = Gt.middleRows(r0, rr);
+        // i, f = σ(·)
+        Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array());
+        // g = tanh(·)
+        Gb.middleCols(2 * H, H).array() = Gb.middleCols(2 * H, H).array().tanh();
+        // o = σ(·)
+        Gb.rightCols(H).array() = sigmoid(Gb.rightCols(H).array());
+        auto i = Gb.leftCols(H).array();
+        auto f = Gb.middleCols(H, H).array();
+        auto g = Gb.middleCols(2 * H, H).array();
+        auto o = Gb.rightCols(H).array();
+        MatMap<T> Cn(cn + r0 * H, rr, H);
         // c_t = f ⊙ c_{t-1} + i ⊙ g
-        Cn.middleCols(u0, nu).array() =
-            gate(1) * Cp.middleCols(u0, nu).array() + gate(0) * gate(2);
+        Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
         // h_t = o ⊙ tanh(c_t)
-        Hn.middleCols(u0, nu).array() = gate(3) * Cn.middleCols(u0, nu).array().tanh();
+        MatMap<T>(hn + r0 * H, rr, H).array() = o * Cn.array().tanh();
       }
-      // masked rows keep the previous state (this thread's units)
-      carry_masked_cols(m, N, units, H, hp, hn);
-      carry_masked_cols(m, N, units, H, cp, cn);
-      write_output_cols(m, opt.zero_masked, N, units, H, hn, y + t * NH);
-      drop_cols(hn, w.rd, N, units, H, hd_next);
+      // masked rows keep the previous state
+      carry_masked_rows(m, rows, H, hp, hn);
+      carry_masked_rows(m, rows, H, cp, cn);
+      write_output(m, opt.zero_masked, rows, H, hn, y + t * NH);
+      drop_rows(hn, w.rd, rows, H, hd.data());
       barrier();
     }
   });
