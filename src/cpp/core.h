@@ -62,7 +62,6 @@ struct StateIndex {
   Index before(Index t) const { return reverse ? t + 1 : t; }
   Index after(Index t) const { return reverse ? t : t + 1; }
   Index initial() const { return reverse ? T : 0; }
-  Index final() const { return reverse ? 0 : T; }
   // first row block of Hprev (the states before each step, indexed by time)
   Index hprev_block() const { return reverse ? 1 : 0; }
   // time index of the k-th processed step
