@@ -162,13 +162,19 @@ inline void set_num_threads(int n) {
 //   * the fused pointwise pass by batch rows [r0, r1);
 // with a barrier between the two phases. Eigen's GEMMs called inside the region run on one thread
 // (Eigen does not nest), so nothing is oversubscribed. Small steps run on one thread: a barrier
-// costs about a microsecond, more than it saves below ~256 kFLOP per step.
+// costs about half a microsecond, more than a small step saves (see loop_threads).
 // ---------------------------------------------------------------------------------------------
 
-// Threads for the time loop of a call whose recurrent GEMM per step is [N, H] x [H, GH].
+// Threads for the time loop of a call whose recurrent GEMM per step is [N, H] x [H, GH]: several
+// when a step carries >= 1 MFLOP, or >= 256 kFLOP with a weight of >= 512 KiB (small batches
+// then gain from splitting the weight over the cores' caches); else one (measured: LSTM
+// N=32, H=32 runs 2x slower on two threads than on one).
 inline int loop_threads(Index N, Index H, Index GH) {
   const Index flops_per_step = 2 * N * H * GH;
-  if (flops_per_step < (Index(1) << 18)) return 1;
+  const Index weight_bytes = H * GH * Index(sizeof(float));
+  const bool worth_it = flops_per_step >= (Index(1) << 20) ||
+                        (flops_per_step >= (Index(1) << 18) && weight_bytes >= (Index(1) << 19));
+  if (!worth_it) return 1;
   return static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), GH / 16)));
 }
 
@@ -224,49 +230,29 @@ inline Range split(Index size, int k, int n, Index align = 16) {
   return {at(k), at(k + 1)};
 }
 
-// Flush-to-zero / denormals-are-zero for the duration of a kernel so that tiny activations do not
-// fall onto the slow denormal path; restores the caller's MXCSR after. With all_threads it also
-// sets (and restores) every OpenMP worker, which costs a parallel region: kernels ask for it only
-// when their GEMMs are big enough to run on several threads (see wants_all_threads).
+// Flush-to-zero / denormals-are-zero on the calling thread for the guard's lifetime, so that
+// tiny activations do not fall onto the slow denormal path; restores the caller's MXCSR after.
+// A kernel guards its calling thread, and every parallel region guards each of its threads.
 class DenormalGuard {
  public:
-  explicit DenormalGuard(bool all_threads = true) {
+  DenormalGuard() {
 #ifdef RNNKIT_HAS_MXCSR
     saved_ = _mm_getcsr();
-    all_ = all_threads && num_threads() > 1;
-    set(saved_ | kFtzDaz);
-#else
-    (void)all_threads;
+    _mm_setcsr(saved_ | kFtzDaz);
 #endif
   }
   ~DenormalGuard() {
 #ifdef RNNKIT_HAS_MXCSR
-    set(saved_);
+    _mm_setcsr(saved_);
 #endif
   }
   DenormalGuard(const DenormalGuard&) = delete;
   DenormalGuard& operator=(const DenormalGuard&) = delete;
 
-  // True when a call of x: [T, N, C] with G*H gate rows has enough work for threaded GEMMs
-  // (a batch-1 step never has: it is a pair of GEMVs, which Eigen runs on one thread).
-  static bool wants_all_threads(const Dims& d, Index GH) {
-    return d.T * d.N >= 32 && d.T * d.N * GH * (d.C + d.H) >= (Index(1) << 20);
-  }
-
  private:
 #ifdef RNNKIT_HAS_MXCSR
   static constexpr unsigned kFtzDaz = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
-  void set(unsigned csr) const {
-    _mm_setcsr(csr);
-#ifdef _OPENMP
-    if (all_) {
-#pragma omp parallel
-      _mm_setcsr(csr);
-    }
-#endif
-  }
   unsigned saved_ = 0;
-  bool all_ = false;
 #endif
 };
 

@@ -337,12 +337,13 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
                    T* C, Index ldc, bool accumulate, const T* bias = nullptr) {
   if (M == 0 || cols == 0) return;
   const double flops = 2.0 * double(M) * double(cols) * double(K);
-  const int nt = flops < 4e6 ? 1 : num_threads();
+  // below ~0.2 ms of work a single thread wins: waking idle workers costs tens of microseconds
+  const int nt = flops < 3e7 ? 1 : num_threads();
   const bool by_cols = cols >= 64 * nt;
   std::vector<PackedB<T>> packs(nt);
   for (int k = 0; k < nt; ++k) packs[k].reserve(K, by_cols ? split(cols, k, nt).size() : cols);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     PackedB<T>& B = packs[tid];
     if (by_cols) {
       const Range c = split(cols, tid, team);
@@ -387,6 +388,7 @@ template <typename T>
 inline void column_sums(const T* G, Index rows, Index GH, T* db) {
   const int nt = rows * GH < (Index(1) << 18) ? 1 : num_threads();
   run_team(nt, [&](int tid, int team) {
+    DenormalGuard thread_ftz;
     const Range c = split(GH, tid, team);
     if (c.size()) {
       RowVecMap<T> out(db + c.begin, c.size());

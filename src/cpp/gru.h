@@ -79,7 +79,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
                  T* y, const GruCache<T>& cache, T* gh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih  for all t: [T*N, 3H]   (b_hh is applied per step, inside r ⊙ ·)
@@ -96,7 +96,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
@@ -159,7 +159,7 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
                   T* dh0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
@@ -167,7 +167,7 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
   const int nt = loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, G, H);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [3H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];

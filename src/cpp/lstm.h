@@ -78,7 +78,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
                   const SeqOptions& opt, T* y, const LstmCache<T>& cache) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   // gates[t] = x_t · w_ih^T + b_ih + b_hh     for all t at once: [T*N, 4H]
   input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates, w.packed_ih);
@@ -95,7 +95,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
@@ -156,7 +156,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
                    T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, G));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   // dh_carry, dc: gradients w.r.t. the state after the current step; dh = dh_carry + dy_t
   Mat<T> dh_carry(N, H), dh(N, H), dc_a(N, H), dc_b(N, H);
@@ -167,7 +167,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   const int nt = loop_threads(N, H, G);
   auto packs = reserve_slices<T>(nt, G, H);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [4H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];

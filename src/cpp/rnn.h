@@ -21,7 +21,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
                  const SeqOptions& opt, T* y, T* S) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, H));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // S[after(t)] = x_t · w_ih^T + b_ih + b_hh for all t at once: the after-blocks are contiguous
@@ -36,7 +36,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
   auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
@@ -85,7 +85,7 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
                   T* dh0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
-  DenormalGuard ftz(DenormalGuard::wants_all_threads(d, H));
+  DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
@@ -93,7 +93,7 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
   const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
   auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
   run_team(nt, [&](int tid, int team) {
-    DenormalGuard thread_ftz(false);
+    DenormalGuard thread_ftz;
     const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
     // this thread's slice of w_hh: [H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
