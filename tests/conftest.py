@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rnnkit
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "torch: compares against PyTorch (skipped without torch)")
@@ -19,3 +21,19 @@ def pytest_configure(config):
 def rng():
     """A fresh, seeded NumPy generator per test."""
     return np.random.default_rng(20240601)
+
+
+@pytest.fixture
+def restore_threads():
+    """Restores rnnkit's thread count after a test that changes it."""
+    old = rnnkit.get_num_threads()
+    yield old
+    rnnkit.set_num_threads(old)
+    assert rnnkit.get_num_threads() == old
+
+
+@pytest.fixture
+def one_thread(restore_threads):
+    """Runs a test on one thread (tiny problems: fastest, and immune to oversubscription on a
+    shared machine)."""
+    rnnkit.set_num_threads(1)

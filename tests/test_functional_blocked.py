@@ -22,7 +22,7 @@ def _call(cell, x, w, mask, reverse):
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(30, 21, 300, 70), (12, 1, 40, 300)])
-def test_float32_matches_float64_on_blocked_shapes(cell, threads, shape):
+def test_float32_matches_float64_on_blocked_shapes(cell, threads, shape, restore_threads):
     T, N, C, H = shape
     G = CELLS[cell]
     rng = np.random.default_rng(7)
@@ -30,16 +30,12 @@ def test_float32_matches_float64_on_blocked_shapes(cell, threads, shape):
     k = 1 / np.sqrt(H)
     w = [rng.uniform(-k, k, s) for s in ((G * H, C), (G * H, H), (G * H,), (G * H,))]
     mask = rng.random((T, N)) > 0.2
-    old = rnnkit.get_num_threads()
     rnnkit.set_num_threads(threads)
-    try:
-        for reverse in (False, True):
-            o64, g64 = _call(cell, x, w, mask, reverse)
-            o32, g32 = _call(cell, x.astype(np.float32), [a.astype(np.float32) for a in w], mask,
-                             reverse)
-            pairs = [("y", o32.y, o64.y)] + [(f, getattr(g32, f), getattr(g64, f)) for f in g64._fields]
-            for name, a, b in pairs:
-                rel = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
-                assert rel < 2e-5, f"{cell} {name} reverse={reverse}: relative error {rel:.2e}"
-    finally:
-        rnnkit.set_num_threads(old)
+    for reverse in (False, True):
+        o64, g64 = _call(cell, x, w, mask, reverse)
+        o32, g32 = _call(cell, x.astype(np.float32), [a.astype(np.float32) for a in w], mask,
+                         reverse)
+        pairs = [("y", o32.y, o64.y)] + [(f, getattr(g32, f), getattr(g64, f)) for f in g64._fields]
+        for name, a, b in pairs:
+            rel = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
+            assert rel < 2e-5, f"{cell} {name} reverse={reverse}: relative error {rel:.2e}"

@@ -10,16 +10,8 @@ from helpers import numerical_grad, rel_err
 from rnnkit.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Embedding, Masking, SimpleRNN
 from rnnkit.models import FeedForwardNetwork, RecurrentNetwork, Sequential
 
-pytestmark = pytest.mark.threads
+pytestmark = [pytest.mark.threads, pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny problems: one thread is fastest and immune to oversubscription on shared machines.
-    old = rnnkit.get_num_threads()
-    rnnkit.set_num_threads(1)
-    yield
-    rnnkit.set_num_threads(old)
 
 
 F64 = {"dtype": "float64"}

@@ -112,21 +112,17 @@ def test_mask_shape_and_dtype_are_checked():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_threads_and_float32_agree_with_the_reference_on_a_threaded_shape(cell):
-    # large enough for the time loop to run on two threads (each owning part of the units)
+def test_threads_and_float32_agree_with_the_reference_on_a_threaded_shape(cell, restore_threads):
+    # large enough for the time loop to run on two threads (each owning part of the columns)
     import rnnkit
 
     x, h0, c0, w, rd = _problem(cell, seed=3, T=6, N=37, C=20, H=70)
     y_ref, h_ref, _ = reference(cell, x, h0, c0, *w, rd, False)
-    old = rnnkit.get_num_threads()
-    try:
-        for threads in (1, 2):
-            rnnkit.set_num_threads(threads)
-            out = _run(cell, x, h0, c0, w, rd)
-            np.testing.assert_allclose(out.y, y_ref, rtol=0, atol=1e-12)
-            f32 = [a.astype(np.float32) for a in w]
-            out32 = _run(cell, x.astype(np.float32), h0.astype(np.float32),
-                         c0.astype(np.float32), f32, rd.astype(np.float32))
-            np.testing.assert_allclose(out32.y, y_ref, rtol=0, atol=1e-4)
-    finally:
-        rnnkit.set_num_threads(old)
+    for threads in (1, 2):
+        rnnkit.set_num_threads(threads)
+        out = _run(cell, x, h0, c0, w, rd)
+        np.testing.assert_allclose(out.y, y_ref, rtol=0, atol=1e-12)
+        f32 = [a.astype(np.float32) for a in w]
+        out32 = _run(cell, x.astype(np.float32), h0.astype(np.float32),
+                     c0.astype(np.float32), f32, rd.astype(np.float32))
+        np.testing.assert_allclose(out32.y, y_ref, rtol=0, atol=1e-4)

@@ -15,15 +15,8 @@ from rnnkit import serialization
 from rnnkit.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Embedding
 from rnnkit.models import Sequential, load_model
 
-pytestmark = pytest.mark.threads
+pytestmark = [pytest.mark.threads, pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = rnnkit.get_num_threads()
-    rnnkit.set_num_threads(1)
-    yield
-    rnnkit.set_num_threads(old)
 
 
 def _seq_model(dtype="float32"):

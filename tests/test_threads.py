@@ -12,12 +12,6 @@ from helpers import make_params, run_backward, run_forward
 pytestmark = pytest.mark.threads
 
 
-@pytest.fixture
-def restore_threads():
-    old = rnnkit.get_num_threads()
-    yield old
-    rnnkit.set_num_threads(old)
-    assert rnnkit.get_num_threads() == old
 
 
 def test_get_num_threads_is_positive_int():

@@ -17,15 +17,8 @@ from rnnkit.callbacks import (Callback, EarlyStopping, LambdaCallback, LearningR
 from rnnkit.layers import GRU, LSTM, Dense, Dropout, Embedding, SimpleRNN
 from rnnkit.models import Sequential, load_model
 
-pytestmark = pytest.mark.threads
+pytestmark = [pytest.mark.threads, pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = rnnkit.get_num_threads()
-    rnnkit.set_num_threads(1)
-    yield
-    rnnkit.set_num_threads(old)
 
 
 def _delay_task(rng, n=256, t=8, c=4, delay=1):
