@@ -40,6 +40,13 @@ CONFIGS = {
     "rdrop_reverse_holes": (5, 3, 2, 5, "holes", True, False, (True, True), True),
 }
 
+# Wide enough (G*H and H >= 32 columns) for the time loops to split the recurrent products by
+# columns on 2 threads, as well as by batch rows; checked under each plan with 2 threads.
+THREADED_CONFIGS = {
+    "threaded_rdrop_reverse_holes_zero_out": (4, 5, 3, 32, "holes", True, True, (True, True), True),
+}
+CONFIGS.update(THREADED_CONFIGS)
+
 
 def _close(a, b, err_msg=""):
     """Equal up to rounding: results are not bitwise reproducible across calls because Eigen's
@@ -113,6 +120,25 @@ def test_gradients_match_finite_differences(cell, name):
         err = rel_err(g, num)
         assert err < GRAD_TOL, (f"{cell}/{name}: {gname} relative error {err:.3e} "
                                 f"(max|num|={np.max(np.abs(num)):.3e})")
+
+
+@pytest.mark.threads
+@pytest.mark.parametrize("plan", ["rows", "columns"])
+@pytest.mark.parametrize("name", list(THREADED_CONFIGS))
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_finite_differences_on_two_threads(cell, name, plan, restore_threads):
+    """The same check with the time loops forced onto 2 threads, sharing each step by batch rows
+    or by columns of the recurrent product (core.h LoopPlan)."""
+    import rnnkit
+    from rnnkit import _core
+    if not rnnkit.build_info()["openmp"]:
+        pytest.skip("built without OpenMP: one thread only")
+    rnnkit.set_num_threads(2)
+    _core._set_loop_plan(plan)
+    try:
+        test_gradients_match_finite_differences(cell, name)
+    finally:
+        _core._set_loop_plan("auto")
 
 
 @pytest.mark.parametrize("name", ["holes", "reverse_holes_zero_out", "no_bias_no_h0", "T1_N1_C1_H7",

@@ -88,10 +88,28 @@ def _run_all(cell, x, h0, c0, p, dy, dh, dc, mask):
     return res
 
 
+@pytest.fixture
+def loop_plan(request):
+    """Forces how the 2-thread time loops share each step ('rows' or 'columns', see core.h
+    LoopPlan), so that both paths run on the same shapes; back to 'auto' afterwards."""
+    from rnnkit import _core
+    _core._set_loop_plan(request.param)
+    yield request.param
+    _core._set_loop_plan("auto")
+
+
+def test_set_loop_plan_rejects_unknown_mode():
+    from rnnkit import _core
+    with pytest.raises(ValueError, match="mode must be 'auto', 'serial', 'rows' or 'columns'"):
+        _core._set_loop_plan("diagonal")
+
+
+@pytest.mark.parametrize("loop_plan", ["auto", "rows", "columns"], indirect=True)
 @pytest.mark.parametrize("cell,T,N,C,H,masked", BIG,
                          ids=[f"{b[0]}-{'mask' if b[5] else 'nomask'}" for b in BIG])
-def test_one_and_two_threads_agree(restore_threads, cell, T, N, C, H, masked):
-    """float32, every output and gradient, 1 thread vs 2 threads (tolerances above)."""
+def test_one_and_two_threads_agree(restore_threads, loop_plan, cell, T, N, C, H, masked):
+    """float32, every output and gradient, 1 thread vs 2 threads sharing each step by rows, by
+    columns, or as the automatic policy chooses (tolerances above)."""
     if not rnnkit.build_info()["openmp"]:
         pytest.skip("built without OpenMP: one thread only")
     rng = np.random.default_rng(7)

@@ -478,6 +478,18 @@ PYBIND11_MODULE(_core, m) {
   def_stream<double>(m, "StreamF64");
   m.def("set_num_threads", &rnnkit::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &rnnkit::num_threads);
+  // test hook: force how every time loop shares its steps among threads (see core.h LoopPlan)
+  m.def(
+      "_set_loop_plan",
+      [](const std::string& mode) {
+        using M = rnnkit::LoopPlanMode;
+        M m = mode == "auto" ? M::Auto : mode == "serial" ? M::Serial
+            : mode == "rows" ? M::Rows : mode == "columns" ? M::Columns : M(-1);
+        rnnkit::require(m != M(-1), "mode must be 'auto', 'serial', 'rows' or 'columns', got '" +
+                                        mode + "'");
+        rnnkit::forced_loop_plan().store(m);
+      },
+      py::arg("mode"));
   m.def("build_info", []() {
     py::dict info;
     info["simd"] = simd_level();

@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -156,26 +157,60 @@ inline void set_num_threads(int n) {
 
 // ---------------------------------------------------------------------------------------------
 // The parallel time loop. A recurrence is sequential in t, so the threads of one call live in a
-// single OpenMP region around the whole loop (no fork/join per step) and split every step:
-//   * the recurrent GEMM by output columns: thread k owns gate columns [c0, c1), so it only ever
-//     reads its own slice of w_hh, which stays in its core's cache from step to step;
-//   * the fused pointwise pass by batch rows [r0, r1);
-// with a barrier between the two phases. Eigen's GEMMs called inside the region run on one thread
-// (Eigen does not nest), so nothing is oversubscribed. Small steps run on one thread: a barrier
-// costs about half a microsecond, more than a small step saves (see loop_threads).
+// single OpenMP region around the whole loop (no fork/join per step). Every step is a recurrent
+// product [N, K] x [K, cols] followed by a pointwise pass over the N batch rows, and the threads
+// share it in one of two ways (a LoopPlan):
+//   * by rows: thread k owns batch rows [r0, r1) for the whole sequence, product and pointwise
+//     pass alike. The rows of a batch never meet inside a recurrence, so the threads never wait
+//     for each other, but each reads the whole weight every step (it must fit its core's L2).
+//   * by columns: thread k owns output columns [c0, c1) of the product, so it only ever reads its
+//     own slice of the weight, which stays in its core's cache from step to step, and rows
+//     [r0, r1) of the pointwise pass; a barrier (about half a microsecond) after each phase.
+// Eigen's GEMMs called inside the region run on one thread (Eigen does not nest), so nothing is
+// oversubscribed. Small loops run on one thread, with no region at all.
 // ---------------------------------------------------------------------------------------------
 
-// Threads for the time loop of a call whose recurrent GEMM per step is [N, H] x [H, GH]: several
-// when a step carries >= 1 MFLOP, or >= 256 kFLOP with a weight of >= 512 KiB (small batches
-// then gain from splitting the weight over the cores' caches); else one (measured: LSTM
-// N=32, H=32 runs 2x slower on two threads than on one).
-inline int loop_threads(Index N, Index H, Index GH) {
-  const Index flops_per_step = 2 * N * H * GH;
-  const Index weight_bytes = H * GH * Index(sizeof(float));
-  const bool worth_it = flops_per_step >= (Index(1) << 20) ||
-                        (flops_per_step >= (Index(1) << 18) && weight_bytes >= (Index(1) << 19));
-  if (!worth_it) return 1;
-  return static_cast<int>(std::max<Index>(1, std::min<Index>(num_threads(), GH / 16)));
+struct LoopPlan {
+  int threads = 1;
+  bool by_rows = false;
+};
+
+// Every loop's plan can be forced (tests run each path on the same shapes):
+// rnnkit._core._set_loop_plan("auto" | "serial" | "rows" | "columns").
+enum class LoopPlanMode : int { Auto, Serial, Rows, Columns };
+inline std::atomic<LoopPlanMode>& forced_loop_plan() {
+  static std::atomic<LoopPlanMode> mode{LoopPlanMode::Auto};
+  return mode;
+}
+
+// The plan for a loop of T steps whose recurrent product is [N, K] x [K, cols] (float weights
+// of K * cols * 4 bytes):
+//   * by rows when every thread gets >= 4 batch rows, the weight fits in 512 KiB (a quarter
+//     of a core's L2, which also holds the step's states and gates) and the loop has >= 4 MFLOP
+//     in all (the region's start-up, a few microseconds, is then < 5% of the work). Measured
+//     on 2 threads against by columns: 10-30% faster at (T, N, H) = (50, 32, 128) and
+//     (200, 16, 128), 30% at the seed model's (50, 32, 64); no better at H = 256 LSTM/GRU;
+//   * else by columns when a step carries >= 1 MFLOP, or >= 256 kFLOP with a weight of
+//     >= 512 KiB (small batches then gain from splitting the weight over the cores' caches);
+//   * else one thread (measured: LSTM N=32, H=32 by columns runs 2x slower on two threads).
+inline LoopPlan loop_plan(Index T, Index N, Index K, Index cols) {
+  const int nt = num_threads();
+  if (nt <= 1) return {};
+  const Index flops_per_step = 2 * N * K * cols;
+  const Index weight_bytes = K * cols * Index(sizeof(float));
+  switch (forced_loop_plan().load(std::memory_order_relaxed)) {
+    case LoopPlanMode::Serial: return {};
+    case LoopPlanMode::Rows: return {nt, true};
+    case LoopPlanMode::Columns:
+      return {static_cast<int>(std::max<Index>(1, std::min<Index>(nt, cols / 16))), false};
+    case LoopPlanMode::Auto: break;
+  }
+  if (N >= 4 * nt && weight_bytes <= (Index(1) << 19) && T * flops_per_step >= (Index(4) << 20))
+    return {nt, true};
+  const bool by_cols = flops_per_step >= (Index(1) << 20) ||
+                       (flops_per_step >= (Index(1) << 18) && weight_bytes >= (Index(1) << 19));
+  if (!by_cols) return {};
+  return {static_cast<int>(std::max<Index>(1, std::min<Index>(nt, cols / 16))), false};
 }
 
 inline int thread_id() {
@@ -230,6 +265,24 @@ inline Range split(Index size, int k, int n, Index align = 16) {
   return {at(k), at(k + 1)};
 }
 
+// What thread `tid` of a time loop owns under `plan` (see LoopPlan), for a recurrent product
+// [N, K] x [K, cols].
+struct StepShare {
+  Range rows;       // batch rows of the pointwise pass
+  Range gemm_rows;  // rows of the recurrent product: `rows` by rows, all N by columns
+  Range cols;       // columns of the recurrent product: all by rows, a slice by columns
+  bool by_rows;
+  // Between the two phases of a step: every thread waits for the others, unless they own rows.
+  void sync() const {
+    if (!by_rows) barrier();
+  }
+};
+inline StepShare step_share(const LoopPlan& plan, Index N, Index cols, int tid, int team) {
+  const Range rows = split(N, tid, team, 1);
+  if (plan.by_rows) return {rows, rows, {0, cols}, true};
+  return {rows, {0, N}, split(cols, tid, team), false};
+}
+
 // Flush-to-zero / denormals-are-zero on the calling thread for the guard's lifetime, so that
 // tiny activations do not fall onto the slow denormal path; restores the caller's MXCSR after.
 // A kernel guards its calling thread, and every parallel region guards each of its threads.
@@ -282,12 +335,12 @@ inline const T* dropped_states(const T* hprev, const T* rd, Index T_, Index NH, 
   return scratch;
 }
 
-// Backward through the recurrent dropout, columns [c.begin, c.end) of dh_{t-1}: [N, H]
-// (from the recurrent product): dh ⊙= rd.
+// Backward through the recurrent dropout, rows r and columns c of dh_{t-1}: [N, H] (from the
+// recurrent product): dh ⊙= rd.
 template <typename T>
-inline void apply_dropout_grad(const T* rd, Index N, Range c, Index H, T* dh) {
+inline void apply_dropout_grad(const T* rd, Range r, Range c, Index H, T* dh) {
   if (!rd) return;
-  for (Index n = 0; n < N; ++n)
+  for (Index n = r.begin; n < r.end; ++n)
     for (Index j = c.begin; j < c.end; ++j) dh[n * H + j] *= rd[n * H + j];
 }
 
@@ -331,12 +384,12 @@ inline void zero_masked_rows(const bool* m, Range r, Index GH, T* dG_t) {
     if (!m[n]) std::fill(dG_t + n * GH, dG_t + (n + 1) * GH, T(0));
 }
 
-// Backward, after the recurrent GEMM, columns [c.begin, c.end) of every masked row: the state
-// gradient passes through the skipped step unchanged, dh_prev[n] = dh[n].
+// Backward, after the recurrent GEMM, columns c of every masked row in r: the state gradient
+// passes through the skipped step unchanged, dh_prev[n] = dh[n].
 template <typename T>
-inline void pass_masked_cols(const bool* m, Index N, Range c, Index H, const T* dh, T* dh_prev) {
+inline void pass_masked_cols(const bool* m, Range r, Range c, Index H, const T* dh, T* dh_prev) {
   if (!m) return;
-  for (Index n = 0; n < N; ++n)
+  for (Index n = r.begin; n < r.end; ++n)
     if (!m[n]) std::copy(dh + n * H + c.begin, dh + n * H + c.end, dh_prev + n * H + c.begin);
 }
 

@@ -305,13 +305,16 @@ class PackedB<float> {
 namespace rnnkit {
 
 // One packed slice of the recurrent weights per thread of a time loop, reserved before the
-// parallel region (so that nothing allocates inside it). `cols_total` columns split like split().
-// None when the caller brings the weights packed already (`prepacked`).
+// parallel region (so that nothing allocates inside it): all `cols_total` columns when the loop
+// splits rows, else the thread's part as split() cuts it. None when the caller brings the
+// weights packed already (`prepacked`).
 template <typename T>
-std::vector<PackedB<T>> reserve_slices(int nt, Index K, Index cols_total,
+std::vector<PackedB<T>> reserve_slices(const LoopPlan& plan, Index K, Index cols_total,
                                        const PackedB<T>* prepacked = nullptr) {
+  const int nt = plan.threads;
   std::vector<PackedB<T>> packs(prepacked ? 0 : nt);
-  for (int k = 0; k < int(packs.size()); ++k) packs[k].reserve(K, split(cols_total, k, nt).size());
+  for (int k = 0; k < int(packs.size()); ++k)
+    packs[k].reserve(K, plan.by_rows ? cols_total : split(cols_total, k, nt).size());
   return packs;
 }
 
@@ -386,7 +389,7 @@ inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih,
 // db: [GH] = the sum over rows of G: [rows, GH], in a fixed order (reproducible run to run).
 template <typename T>
 inline void column_sums(const T* G, Index rows, Index GH, T* db) {
-  const int nt = rows * GH < (Index(1) << 18) ? 1 : num_threads();
+  const int nt = rows * GH < (Index(1) << 21) ? 1 : num_threads();
   run_team(nt, [&](int tid, int team) {
     DenormalGuard thread_ftz;
     const Range c = split(GH, tid, team);

@@ -93,12 +93,13 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
   MatMap<T> Gh(gh, N, G);
-  const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, G);
+  auto packs = reserve_slices<T>(plan, H, G, w.packed_hh);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, G, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
       B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
     });
@@ -110,12 +111,13 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
       T* hnext = cache.S + si.after(t) * NH;
       T* hn_t = cache.hn + t * NH;
 
-      // Gh[:, cols] = (h_{t-1} ⊙ rd) · w_hh[cols]^T + b_hh[cols]        [N, H] x [H, |cols|]
-      Wk.multiply(N, w.rd ? hd.data() : hp, H, gh + cols.begin, G, /*accumulate=*/false);
-      if (w.b_hh && cols.size())
-        Gh.middleCols(cols.begin, cols.size()).rowwise() +=
+      // Gh[mr, cols] = (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T + b_hh[cols]      [|mr|, H] x [H, |cols|]
+      Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
+                  gh + mr.begin * G + cols.begin, G, /*accumulate=*/false);
+      if (w.b_hh && cols.size() && mr.size())
+        Gh.block(mr.begin, cols.begin, mr.size(), cols.size()).rowwise() +=
             CRowVecMap<T>(w.b_hh + cols.begin, cols.size());
-      barrier();
+      s.sync();
 
       if constexpr (std::is_same_v<T, float>) {
         for (Index n = rows.begin; n < rows.end; ++n)
@@ -143,7 +145,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
       carry_masked_rows(m, rows, H, hp, hnext);
       write_output(m, opt.zero_masked, rows, H, hnext, y + t * NH);
       drop_rows(hnext, w.rd, rows, H, hd.data());
-      barrier();
+      s.sync();
     }
   });
 }
@@ -164,12 +166,13 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  const int nt = loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, G, H);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = loop_plan(d.T, N, G, H);
+  auto packs = reserve_slices<T>(plan, G, H);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh: [3H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, H, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh: [3H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
     Wk.pack_plain(w.w_hh, G, H, cols.begin, cols.end);
     for (Index k = d.T - 1; k >= 0; --k) {
@@ -211,19 +214,21 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
       }
       zero_masked_rows(m, rows, G, dGxt);
       zero_masked_rows(m, rows, G, dGht);
-      barrier();
+      s.sync();
 
-      if (cols.size()) {
-        auto dk = dh_carry.middleCols(cols.begin, cols.size());
-        // dh_{t-1}[:, cols] = (dGh_t · w_hh[:, cols]) ⊙ rd + dh ⊙ z        [N, 3H] x [3H, |cols|]
-        Wk.multiply(N, dGht, G, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
-        apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
-        dk.array() += dh.middleCols(cols.begin, cols.size()).array() *
-                      CMatMap<T>(Gt, N, G).middleCols(H + cols.begin, cols.size()).array();
+      if (cols.size() && mr.size()) {
+        auto dk = dh_carry.block(mr.begin, cols.begin, mr.size(), cols.size());
+        // dh_{t-1}[mr, cols] = (dGh_t[mr] · w_hh[:, cols]) ⊙ rd + dh ⊙ z    [|mr|, 3H] x [3H, |cols|]
+        Wk.multiply(mr.size(), dGht + mr.begin * G, G, dh_carry.data() + mr.begin * H + cols.begin,
+                    H, /*accumulate=*/false);
+        apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
+        dk.array() +=
+            dh.block(mr.begin, cols.begin, mr.size(), cols.size()).array() *
+            CMatMap<T>(Gt, N, G).block(mr.begin, H + cols.begin, mr.size(), cols.size()).array();
       }
       // masked rows: dh_{t-1} = dh
-      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
-      barrier();
+      pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
+      s.sync();
     }
   });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);

@@ -92,12 +92,13 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   Mat<T> hd(w.rd ? N : 0, H);
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const int nt = w.packed_hh ? 1 : loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, H, G, w.packed_hh);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, G);
+  auto packs = reserve_slices<T>(plan, H, G, w.packed_hh);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(G, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, G, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
       B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
     });
@@ -110,9 +111,10 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       T* hn = cache.S + si.after(t) * NH;
       T* cn = cache.Cs + si.after(t) * NH;
 
-      // G_t[:, cols] += (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
-      Wk.multiply(N, w.rd ? hd.data() : hp, H, Gt.data() + cols.begin, G, /*accumulate=*/true);
-      barrier();
+      // G_t[mr, cols] += (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T        [|mr|, H] x [H, |cols|]
+      Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
+                  Gt.data() + mr.begin * G + cols.begin, G, /*accumulate=*/true);
+      s.sync();
 
       if constexpr (std::is_same_v<T, float>) {
         for (Index n = rows.begin; n < rows.end; ++n)
@@ -141,7 +143,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       carry_masked_rows(m, rows, H, cp, cn);
       write_output(m, opt.zero_masked, rows, H, hn, y + t * NH);
       drop_rows(hn, w.rd, rows, H, hd.data());
-      barrier();
+      s.sync();
     }
   });
 }
@@ -164,12 +166,13 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   if (dc_n) dc_a = CMatMap<T>(dc_n, N, H); else dc_a.setZero();
   T* dc_final = dc_a.data();
 
-  const int nt = loop_threads(N, H, G);
-  auto packs = reserve_slices<T>(nt, G, H);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = loop_plan(d.T, N, G, H);
+  auto packs = reserve_slices<T>(plan, G, H);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh: [4H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, H, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh: [4H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
     Wk.pack_plain(w.w_hh, G, H, cols.begin, cols.end);
     T* dc_cur = dc_a.data();  // dc w.r.t. c_t (every thread swaps its own copies alike)
@@ -222,14 +225,15 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       zero_masked_rows(m, rows, G, dGt);
       carry_masked_rows(m, rows, H, dc_cur, dc_prev);
       std::swap(dc_cur, dc_prev);
-      barrier();
+      s.sync();
 
-      // dh_{t-1}[:, cols] = (dG_t · w_hh[:, cols]) ⊙ rd        [N, 4H] x [4H, |cols|]
-      Wk.multiply(N, dGt, G, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
-      apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
+      // dh_{t-1}[mr, cols] = (dG_t[mr] · w_hh[:, cols]) ⊙ rd        [|mr|, 4H] x [4H, |cols|]
+      Wk.multiply(mr.size(), dGt + mr.begin * G, G, dh_carry.data() + mr.begin * H + cols.begin, H,
+                  /*accumulate=*/false);
+      apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
       // masked rows: dh_{t-1} = dh
-      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
-      barrier();
+      pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
+      s.sync();
     }
     if (tid == 0) dc_final = dc_cur;
   });

@@ -33,12 +33,13 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
-  auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, H);
+  auto packs = reserve_slices<T>(plan, H, H, w.packed_hh);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh^T: [H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, H, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh^T: [H, |cols|], packed once for the whole sequence
     const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
       B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
     });
@@ -47,9 +48,10 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       const bool* m = opt.mask_at(t, N);
       const T* hp = S + si.before(t) * NH;
       MatMap<T> Hn(S + si.after(t) * NH, N, H);
-      // pre[:, cols] = (x-part) + (h_{t-1} ⊙ rd) · w_hh[cols]^T        [N, H] x [H, |cols|]
-      Wk.multiply(N, w.rd ? hd.data() : hp, H, Hn.data() + cols.begin, H, /*accumulate=*/true);
-      barrier();
+      // pre[mr, cols] = (x-part) + (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T      [|mr|, H] x [H, |cols|]
+      Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
+                  Hn.data() + mr.begin * H + cols.begin, H, /*accumulate=*/true);
+      s.sync();
       if constexpr (std::is_same_v<T, float>) {
         if (act == Nonlinearity::Tanh) {
           // h_t = tanh(pre), on SIMD packets
@@ -70,7 +72,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       carry_masked_rows(m, rows, H, hp, Hn.data());
       write_output(m, opt.zero_masked, rows, H, Hn.data(), y + t * NH);
       drop_rows(Hn.data(), w.rd, rows, H, hd.data());
-      barrier();
+      s.sync();
     }
   });
 }
@@ -90,12 +92,13 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  const int nt = w.packed_hh ? 1 : loop_threads(N, H, H);
-  auto packs = reserve_slices<T>(nt, H, H, w.packed_hh);
-  run_team(nt, [&](int tid, int team) {
+  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, H);
+  auto packs = reserve_slices<T>(plan, H, H, w.packed_hh);
+  run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const Range cols = split(H, tid, team), rows = split(N, tid, team, 1);
-    // this thread's slice of w_hh: [H, |cols|], packed once for the whole sequence
+    const StepShare s = step_share(plan, N, H, tid, team);
+    const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // this thread's columns of w_hh: [H, |cols|], packed once for the whole sequence
     PackedB<T>& Wk = packs[tid];
     Wk.pack_plain(w.w_hh, H, H, cols.begin, cols.end);
     for (Index k = d.T - 1; k >= 0; --k) {
@@ -116,13 +119,14 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
           g = (h > T(0)).select(dh_b, T(0));
       }
       zero_masked_rows(m, rows, H, dGt);
-      barrier();
-      // dh_{t-1}[:, cols] = (dG_t · w_hh[:, cols]) ⊙ rd        [N, H] x [H, |cols|]
-      Wk.multiply(N, dGt, H, dh_carry.data() + cols.begin, H, /*accumulate=*/false);
-      apply_dropout_grad(w.rd, N, cols, H, dh_carry.data());
+      s.sync();
+      // dh_{t-1}[mr, cols] = (dG_t[mr] · w_hh[:, cols]) ⊙ rd        [|mr|, H] x [H, |cols|]
+      Wk.multiply(mr.size(), dGt + mr.begin * H, H, dh_carry.data() + mr.begin * H + cols.begin, H,
+                  /*accumulate=*/false);
+      apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
       // masked rows: dh_{t-1} = dh
-      pass_masked_cols(m, N, cols, H, dh.data(), dh_carry.data());
-      barrier();
+      pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
+      s.sync();
     }
   });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
