@@ -16,6 +16,7 @@
 #include "gru.h"
 #include "lstm.h"
 #include "rnn.h"
+#include "rows.h"
 #include "stream.h"
 
 namespace py = pybind11;
@@ -418,8 +419,47 @@ void def_stream(py::module_& m, const char* name) {
       .def_property_readonly("hidden_size", &S::H);
 }
 
+// Row-wise helpers over the last axis of x: [..., K] (C-contiguous, K >= 1), see rows.h.
+template <typename T>
+std::pair<Index, Index> rows_of(const Arr<T>& x, const char* name) {
+  rnnkit::require(x.ndim() >= 1, std::string(name) + ": expected at least 1 dimension, got 0");
+  const Index K = x.shape(x.ndim() - 1);
+  rnnkit::require(K >= 1, std::string(name) + ": the last axis must not be empty");
+  return {Index(x.size()) / K, K};
+}
+
+template <typename T>
+Arr<T> softmax_rows(const Arr<T>& x) {
+  const auto [M, K] = rows_of(x, "x");
+  Arr<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const T* xp = x.data();
+  T* op = out.mutable_data();
+  py::gil_scoped_release release;
+  rnnkit::softmax_rows(xp, M, K, op);
+  return out;
+}
+
+template <typename T>
+Arr<T> sum_rows(const Arr<T>& x) {
+  const auto [M, K] = rows_of(x, "x");
+  Arr<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim() - 1));
+  rnnkit::sum_rows(x.data(), M, K, out.mutable_data());
+  return out;
+}
+
+template <typename T>
+py::array_t<std::int64_t> argmax_rows(const Arr<T>& x) {
+  const auto [M, K] = rows_of(x, "x");
+  py::array_t<std::int64_t> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim() - 1));
+  rnnkit::argmax_rows(x.data(), M, K, out.mutable_data());
+  return out;
+}
+
 template <typename T>
 void def_kernels(py::module_& m) {
+  m.def("softmax_rows", &softmax_rows<T>, py::arg("x").noconvert());
+  m.def("sum_rows", &sum_rows<T>, py::arg("x").noconvert());
+  m.def("argmax_rows", &argmax_rows<T>, py::arg("x").noconvert());
   m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),

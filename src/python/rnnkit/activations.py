@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from rnnkit._rows import softmax_last_axis, sum_last_axis
+
 __all__ = ["Activation", "linear", "relu", "tanh", "sigmoid", "softmax", "get", "serialize"]
 
 
@@ -84,9 +86,7 @@ def max_last_axis(x: np.ndarray) -> np.ndarray:
 def _softmax(x: np.ndarray) -> np.ndarray:
     if x.ndim == 0:
         raise ValueError("x: softmax needs at least one dimension, got a scalar")
-    e = np.exp(x - max_last_axis(x))
-    e /= np.sum(e, axis=-1, keepdims=True)
-    return e
+    return softmax_last_axis(x)
 
 
 def _softmax_jacobian(x: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ tanh = Activation("tanh", np.tanh, lambda dy, y: dy * (1 - y * y), lambda x: 1 -
 sigmoid = Activation("sigmoid", _sigmoid, lambda dy, y: dy * y * (1 - y),
                      lambda x: _sigmoid(x) * (1 - _sigmoid(x)))
 softmax = Activation("softmax", _softmax,
-                     lambda dy, y: y * (dy - np.sum(dy * y, axis=-1, keepdims=True)), _softmax_jacobian)
+                     lambda dy, y: y * (dy - sum_last_axis(dy * y, keepdims=True)), _softmax_jacobian)
 
 _ALL: Dict[str, Activation] = {a.name: a for a in (linear, relu, tanh, sigmoid, softmax)}
 

@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import numpy as np
 
 from rnnkit._registry import deserialize_object, serialize_object
+from rnnkit._rows import softmax_last_axis, sum_last_axis
 from rnnkit.activations import max_last_axis
 
 __all__ = [
@@ -110,15 +111,12 @@ def _as_mask(mask: Any, lead: Tuple[int, ...]) -> Optional[np.ndarray]:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    e = z - max_last_axis(z)
-    np.exp(e, out=e)
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
+    return softmax_last_axis(z)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     s = z - max_last_axis(z)
-    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+    return s - np.log(sum_last_axis(np.exp(s), keepdims=True))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -240,22 +238,22 @@ class CategoricalCrossentropy(Loss):
         y = _as_dense_true(y_true, p)
         if self.from_logits:
             logp = _log_softmax(p)
-            per = -(y * logp).sum(axis=-1)
+            per = -sum_last_axis(y * logp)
             if not need_grad:
                 return per, None
             d = np.exp(logp)
-            d *= y.sum(axis=-1, keepdims=True)
+            d *= sum_last_axis(y, keepdims=True)
             d -= y
             return per, d
-        s = p.sum(axis=-1, keepdims=True)
+        s = sum_last_axis(p, keepdims=True)
         q = p / s
         c = np.clip(q, EPSILON, 1.0 - EPSILON)
-        per = -(y * np.log(c)).sum(axis=-1)
+        per = -sum_last_axis(y * np.log(c))
         if not need_grad:
             return per, None
         # d/dq of -sum y log clip(q) is -y / q where unclipped, else 0; then through q = p / sum(p).
         gq = np.where((q >= EPSILON) & (q <= 1.0 - EPSILON), -y / c, 0.0).astype(p.dtype)
-        d = (gq - (gq * q).sum(axis=-1, keepdims=True)) / s
+        d = (gq - sum_last_axis(gq * q, keepdims=True)) / s
         return per, d
 
     def logits_value_and_grad(self, y_true, probs, logits=None, mask=None):
@@ -266,10 +264,10 @@ class CategoricalCrossentropy(Loss):
         y = _as_dense_true(y_true, p)
         m = _as_mask(mask, p.shape[:-1])
         if logits is not None:
-            per = -(y * _log_softmax(np.asarray(logits, dtype=p.dtype))).sum(axis=-1)
+            per = -sum_last_axis(y * _log_softmax(np.asarray(logits, dtype=p.dtype)))
         else:
-            per = -(y * np.log(np.clip(p, EPSILON, 1.0 - EPSILON))).sum(axis=-1)
-        d = p * y.sum(axis=-1, keepdims=True)
+            per = -sum_last_axis(y * np.log(np.clip(p, EPSILON, 1.0 - EPSILON)))
+        d = p * sum_last_axis(y, keepdims=True)
         d -= y
         value, d = _reduce(per, d, m)
         return value, d
@@ -314,7 +312,7 @@ class SparseCategoricalCrossentropy(Loss):
             d = np.exp(logp)
             np.put_along_axis(d, labels[..., None], self._pick(d, labels)[..., None] - 1.0, axis=-1)
             return per, d
-        s = p.sum(axis=-1, keepdims=True)
+        s = sum_last_axis(p, keepdims=True)
         q = p / s
         q_l = self._pick(q, labels)
         c_l = np.clip(q_l, EPSILON, 1.0 - EPSILON)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Optional, Type, Union
 
 import numpy as np
 
+from rnnkit._rows import argmax_last_axis
+
 __all__ = [
     "Metric", "MeanMetricWrapper", "Accuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
     "BinaryAccuracy", "MeanAbsoluteError", "MeanSquaredError", "categorical_accuracy",
@@ -49,7 +51,7 @@ def categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
     """
     t, p = np.asarray(y_true), np.asarray(y_pred)
     _check_same(t, p)
-    return (np.argmax(t, axis=-1) == np.argmax(p, axis=-1)).astype(np.float64)
+    return (argmax_last_axis(t) == argmax_last_axis(p)).astype(np.float64)
 
 
 def sparse_categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
@@ -66,7 +68,7 @@ def sparse_categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
     if t.shape != lead:
         raise ValueError(f"y_true: expected labels of shape {_shape(lead)} (y_pred's shape without "
                          f"the class axis), got {_shape(t.shape)}")
-    return (t.astype(np.int64) == np.argmax(p, axis=-1)).astype(np.float64)
+    return (t.astype(np.int64) == argmax_last_axis(p)).astype(np.float64)
 
 
 def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarray:

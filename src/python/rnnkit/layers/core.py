@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnkit import activations, initializers
+from rnnkit._rows import sum_rows_of_matrix
 from rnnkit._checks import as_float_array, check_positive_int, check_shape
 from rnnkit.layers.base import Layer, Shape
 
@@ -87,7 +88,7 @@ class Dense(Layer):
         dz2 = dz.reshape(-1, self.units)
         self.grads["kernel"] += x.reshape(-1, self.input_dim).T @ dz2
         if self.use_bias:
-            self.grads["bias"] += dz2.sum(axis=0)
+            self.grads["bias"] += sum_rows_of_matrix(dz2)
         return dz @ self.params["kernel"].T
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
