@@ -52,6 +52,22 @@ def test_adam_by_hand(rng):
         np.testing.assert_allclose(w, ref, rtol=1e-13, atol=1e-14)
 
 
+def test_adam_compiled_step_matches_the_numpy_step(rng):
+    """Contiguous float arrays take the one-pass C++ update; a non-contiguous gradient takes the
+    NumPy one. Same rule; the operations round differently (FMA contraction in C++), so the float32
+    results agree to a few float32 ulps of the O(1) weights after 5 steps: atol 1e-6."""
+    w0 = rng.normal(size=(6, 5)).astype(np.float32)
+    gs = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(5)]
+    for amsgrad in (False, True):
+        fused = _run(O.Adam(0.01, amsgrad=amsgrad), w0.copy(), gs)
+        strided = [np.asfortranarray(g) for g in gs]  # not C-contiguous: the NumPy path
+        assert not strided[0].flags.c_contiguous
+        plain = _run(O.Adam(0.01, amsgrad=amsgrad), w0.copy(), strided)
+        assert fused.dtype == plain.dtype == np.float32
+        np.testing.assert_allclose(fused, plain, rtol=0, atol=1e-6)
+        assert not np.array_equal(fused, w0)
+
+
 def test_rmsprop_by_hand(rng):
     w0 = rng.normal(size=(3, 4))
     gs = _grads(rng, 4)

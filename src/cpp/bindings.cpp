@@ -15,6 +15,7 @@
 #include "core.h"
 #include "gru.h"
 #include "lstm.h"
+#include "optim.h"
 #include "rnn.h"
 #include "rows.h"
 #include "stream.h"
@@ -455,8 +456,27 @@ py::array_t<std::int64_t> argmax_rows(const Arr<T>& x) {
   return out;
 }
 
+// One Adam step in place: var, grad, m, v (and v_hat for AMSGrad): one shape, C-contiguous.
+template <typename T>
+void adam_update(Arr<T> var, const Arr<T>& grad, Arr<T> m, Arr<T> v, OptArr<T> v_hat, double alpha,
+                 double b1, double b2, double eps) {
+  const std::vector<Index> shape(var.shape(), var.shape() + var.ndim());
+  check_shape(grad, shape, "grad");
+  check_shape(m, shape, "m");
+  check_shape(v, shape, "v");
+  check_opt(v_hat, shape, "v_hat");
+  rnnkit::require(var.writeable() && m.writeable() && v.writeable() &&
+                      (!v_hat || v_hat->writeable()),
+                  "var, m, v, v_hat: expected writeable arrays");
+  rnnkit::adam_update<T>(Index(var.size()), var.mutable_data(), grad.data(), m.mutable_data(),
+                         v.mutable_data(), mptr(v_hat), T(alpha), T(b1), T(b2), T(eps));
+}
+
 template <typename T>
 void def_kernels(py::module_& m) {
+  m.def("adam_update", &adam_update<T>, py::arg("var").noconvert(), py::arg("grad").noconvert(),
+        py::arg("m").noconvert(), py::arg("v").noconvert(), py::arg("v_hat").noconvert(),
+        py::arg("alpha"), py::arg("b1"), py::arg("b2"), py::arg("eps"));
   m.def("softmax_rows", &softmax_rows<T>, py::arg("x").noconvert());
   m.def("sum_rows", &sum_rows<T>, py::arg("x").noconvert());
   m.def("argmax_rows", &argmax_rows<T>, py::arg("x").noconvert());

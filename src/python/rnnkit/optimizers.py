@@ -23,12 +23,24 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, U
 
 import numpy as np
 
+from rnnkit import _core
 from rnnkit import schedules as _schedules
 from rnnkit._registry import deserialize_object, serialize_object
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "get", "serialize", "deserialize"]
 
 LearningRate = Union[float, _schedules.LearningRateSchedule]
+
+
+def _fused_ok(var: np.ndarray, *arrays: Optional[np.ndarray]) -> bool:
+    """Whether a compiled update rule can run in place on these arrays: every one (``None``
+    entries aside) a C-contiguous float32/float64 ndarray of var's dtype and shape, var writeable."""
+    if type(var) is not np.ndarray or var.dtype.type not in (np.float32, np.float64):
+        return False
+    if not (var.flags.c_contiguous and var.flags.writeable):
+        return False
+    return all(a is None or (type(a) is np.ndarray and a.dtype == var.dtype and a.shape == var.shape
+                             and a.flags.c_contiguous) for a in arrays)
 
 
 def _opt_float(name: str, v: Any, *, positive: bool = False, lo: Optional[float] = None,
@@ -359,6 +371,12 @@ class Adam(Optimizer):
         t = self.iterations + 1
         alpha = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
         m, v = slots["m"], slots["v"]
+        v_hat = slots["v_hat"] if self.amsgrad else None
+        if _fused_ok(var, grad, m, v, v_hat):
+            # the same rule in one pass (C++)
+            _core.adam_update(var, grad, m, v, v_hat, alpha, self.beta_1, self.beta_2,
+                              self.epsilon)
+            return
         np.subtract(grad, m, out=tmp)
         tmp *= 1.0 - self.beta_1
         m += tmp
