@@ -27,33 +27,6 @@ namespace rnnkit {
 template <typename T>
 using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
 
-// Row sources for PackedB::pack_rows: out[0 : b-a] = row k, columns [a, b) of the operand.
-//   PlainRows: W: [K, ldw] row-major.
-template <typename T>
-struct PlainRows {
-  const T* W;
-  Index ldw;
-  void operator()(Index k, Index a, Index b, T* out) const {
-    std::copy(W + k * ldw + a, W + k * ldw + b, out);
-  }
-};
-//   PairRows: [W1 | W2], W1: [K, n1] and W2: [K, n2] row-major, side by side.
-template <typename T>
-struct PairRows {
-  const T* W1;
-  Index n1;
-  const T* W2;
-  Index n2;
-  void operator()(Index k, Index a, Index b, T* out) const {
-    if (a < n1) {
-      const Index e = std::min(b, n1);
-      out = std::copy(W1 + k * n1 + a, W1 + k * n1 + e, out);
-      a = e;
-    }
-    if (a < b) std::copy(W2 + k * n2 + (a - n1), W2 + k * n2 + (b - n1), out);
-  }
-};
-
 // Generic packed operand (double, or float without AVX2): B: [K, cols] row-major, and Eigen.
 template <typename T>
 class PackedB {
@@ -70,19 +43,11 @@ class PackedB {
   }
   // B[k][j] = W[k][c0 + j]: the columns [c0, c1) of W: [K, ldw] row-major.
   void pack_plain(const T* W, Index K, Index ldw, Index c0, Index c1) {
-    pack_rows(K, c0, c1, PlainRows<T>{W, ldw});
-  }
-  // The columns [c0, c1) of [W1 | W2], W1: [K, n1], W2: [K, n2] row-major side by side.
-  void pack_plain_pair(const T* W1, Index n1, const T* W2, Index n2, Index K, Index c0, Index c1) {
-    pack_rows(K, c0, c1, PairRows<T>{W1, n1, W2, n2});
-  }
-  // B[k][0 : c1-c0] = rows(k, c0, c1), one row of the operand at a time.
-  template <typename Rows>
-  void pack_rows(Index K, Index c0, Index c1, const Rows& rows) {
     K_ = K;
     cols_ = c1 - c0;
     data_.resize(K_ * cols_);
-    for (Index k = 0; k < K_; ++k) rows(k, c0, c1, data_.data() + k * cols_);
+    for (Index k = 0; k < K_; ++k)
+      std::copy(W + k * ldw + c0, W + k * ldw + c1, data_.data() + k * cols_);
   }
   // C: [M, cols] (row stride ldc) = (or +=) op(A) · B, where op(A) = A: [M, K] (row stride
   // lda), or with a_trans op(A) = A^T for A: [K, M] (row stride lda).
@@ -249,21 +214,12 @@ class PackedB<float> {
   }
   // B[k][j] = W[k][c0 + j]: the columns [c0, c1) of W: [K, ldw] row-major.
   void pack_plain(const float* W, Index K, Index ldw, Index c0, Index c1) {
-    pack_rows(K, c0, c1, PlainRows<float>{W, ldw});
-  }
-  // The columns [c0, c1) of [W1 | W2], W1: [K, n1], W2: [K, n2] row-major side by side.
-  void pack_plain_pair(const float* W1, Index n1, const float* W2, Index n2, Index K, Index c0,
-                       Index c1) {
-    pack_rows(K, c0, c1, PairRows<float>{W1, n1, W2, n2});
-  }
-  // Panel p, row k = rows(k, c0 + p*kNR, ...): the operand one row of one panel at a time.
-  template <typename Rows>
-  void pack_rows(Index K, Index c0, Index c1, const Rows& rows) {
     reset(K, c1 - c0);
     for (Index p = 0; p * detail::kNR < cols_; ++p) {
-      const Index j0 = c0 + p * detail::kNR, j1 = std::min(j0 + detail::kNR, c1);
+      const Index j0 = p * detail::kNR, n = std::min(detail::kNR, cols_ - j0);
       float* panel = data_.data() + p * K_ * detail::kNR;
-      for (Index k = 0; k < K_; ++k) rows(k, j0, j1, panel + k * detail::kNR);
+      for (Index k = 0; k < K_; ++k)
+        std::copy(W + k * ldw + c0 + j0, W + k * ldw + c0 + j0 + n, panel + k * detail::kNR);
     }
   }
   // C: [M, cols] (row stride ldc) = (or +=) op(A) · B, where op(A) = A: [M, K] (row stride
@@ -451,8 +407,6 @@ inline void column_sums(const T* G, Index rows, Index GH, T* db) {
 //   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
 //   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
 //   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (dx, db_ih, db_hh may be null to skip)
-//   When dGx and dGh are one buffer, both weight gradients come from one GEMM, so that the
-//   transposed dG is read (and copied into blocks) once: 7-10% off an LSTM backward.
 template <typename T>
 inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
                              const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
@@ -464,22 +418,6 @@ inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh
       rows, d.C, GH, dGx, GH, false,
       [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); }, dx, d.C,
       false);
-  if (dGx == dGh) {
-    // one pass over dG for both weights (RNN, LSTM):
-    //   [dw_ih | dw_hh] = dG^T · [x | hprev]        [GH, T*N] x [T*N, C + H]
-    Mat<T> dw(GH, d.C + d.H);
-    gemm_parallel<T>(
-        GH, d.C + d.H, rows, dGx, GH, true,
-        [&](PackedB<T>& B, Index c0, Index c1) {
-          B.pack_plain_pair(x, d.C, hprev, d.H, rows, c0, c1);
-        },
-        dw.data(), d.C + d.H, false);
-    MatMap<T>(dw_ih, GH, d.C) = dw.leftCols(d.C);
-    MatMap<T>(dw_hh, GH, d.H) = dw.rightCols(d.H);
-    if (db_ih) column_sums(dGx, rows, GH, db_ih);
-    if (db_hh) column_sums(dGh, rows, GH, db_hh);
-    return;
-  }
   // dw_ih = dGx^T · x                [GH, T*N] x [T*N, C]
   gemm_parallel<T>(
       GH, d.C, rows, dGx, GH, true,
