@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import numpy as np
 
 from rnnkit._registry import deserialize_object, serialize_object
-from rnnkit._rows import softmax_last_axis, sum_last_axis
+from rnnkit._rows import sum_last_axis
 from rnnkit.activations import max_last_axis
 
 __all__ = [
@@ -108,10 +108,6 @@ def _as_mask(mask: Any, lead: Tuple[int, ...]) -> Optional[np.ndarray]:
         raise ValueError(f"mask: expected shape {_shape(lead)} (y_pred's shape without the last "
                          f"axis), got {_shape(m.shape)}")
     return m.astype(bool, copy=False)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    return softmax_last_axis(z)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
