@@ -272,6 +272,7 @@ struct StepShare {
   Range gemm_rows;  // rows of the recurrent product: `rows` by rows, all N by columns
   Range cols;       // columns of the recurrent product: all by rows, a slice by columns
   bool by_rows;
+  int tid;  // this thread's number in the team
   // Between the two phases of a step: every thread waits for the others, unless they own rows.
   void sync() const {
     if (!by_rows) barrier();
@@ -279,8 +280,8 @@ struct StepShare {
 };
 inline StepShare step_share(const LoopPlan& plan, Index N, Index cols, int tid, int team) {
   const Range rows = split(N, tid, team, 1);
-  if (plan.by_rows) return {rows, rows, {0, cols}, true};
-  return {rows, {0, N}, split(cols, tid, team), false};
+  if (plan.by_rows) return {rows, rows, {0, cols}, true, tid};
+  return {rows, {0, N}, split(cols, tid, team), false, tid};
 }
 
 // Flush-to-zero / denormals-are-zero on the calling thread for the guard's lifetime, so that

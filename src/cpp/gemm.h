@@ -304,28 +304,26 @@ class PackedB<float> {
 
 namespace rnnkit {
 
-// One packed slice of the recurrent weights per thread of a time loop, reserved before the
-// parallel region (so that nothing allocates inside it): all `cols_total` columns when the loop
-// splits rows, else the thread's part as split() cuts it. None when the caller brings the
-// weights packed already (`prepacked`).
-template <typename T>
-std::vector<PackedB<T>> reserve_slices(const LoopPlan& plan, Index K, Index cols_total,
-                                       const PackedB<T>* prepacked = nullptr) {
-  const int nt = plan.threads;
-  std::vector<PackedB<T>> packs(prepacked ? 0 : nt);
+// Runs the threads of a time loop under its LoopPlan (core.h), each with its share of every step
+// and its packed recurrent weights. The step's product is [N, K] x [K, cols]; pack(B, c0, c1)
+// packs the columns [c0, c1) of its right side into B, once per call, on the thread that uses
+// them. With `prepacked` (a long-lived caller's whole matrix, packed already) nothing is packed
+// and one thread runs.
+//   body(const StepShare& s, const PackedB<T>& Wk) runs on every thread.
+template <typename T, typename Pack, typename Body>
+void run_time_loop(Index steps, Index N, Index K, Index cols, const PackedB<T>* prepacked,
+                   Pack&& pack, Body&& body) {
+  const LoopPlan plan = prepacked ? LoopPlan{} : loop_plan(steps, N, K, cols);
+  // one slice per thread, reserved before the region so that nothing allocates inside it
+  std::vector<PackedB<T>> packs(prepacked ? 0 : plan.threads);
   for (int k = 0; k < int(packs.size()); ++k)
-    packs[k].reserve(K, plan.by_rows ? cols_total : split(cols_total, k, nt).size());
-  return packs;
-}
-
-// The packed recurrent weights this thread multiplies by: its own slice, packed now by `pack`,
-// or the caller's prepacked whole matrix (single-threaded calls).
-template <typename T, typename Pack>
-const PackedB<T>& thread_slice(std::vector<PackedB<T>>& packs, const PackedB<T>* prepacked,
-                               int tid, Pack&& pack) {
-  if (prepacked) return *prepacked;
-  pack(packs[tid]);
-  return packs[tid];
+    packs[k].reserve(K, plan.by_rows ? cols : split(cols, k, plan.threads).size());
+  run_team(plan.threads, [&](int tid, int team) {
+    DenormalGuard thread_ftz;
+    const StepShare s = step_share(plan, N, cols, tid, team);
+    if (!prepacked) pack(packs[tid], s.cols.begin, s.cols.end);
+    body(s, prepacked ? *prepacked : packs[tid]);
+  });
 }
 
 }  // namespace rnnkit

@@ -92,16 +92,12 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
   Mat<T> hd(w.rd ? N : 0, H);
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, G);
-  auto packs = reserve_slices<T>(plan, H, G, w.packed_hh);
-  run_team(plan.threads, [&](int tid, int team) {
-    DenormalGuard thread_ftz;
-    const StepShare s = step_share(plan, N, G, tid, team);
+  // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
+  // once for the whole sequence
+  run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_transposed(w.w_hh, H, c0, c1);
+  }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
-    // this thread's columns of w_hh^T: [H, |cols|], packed once for the whole sequence
-    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
-      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
-    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -166,15 +162,12 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   if (dc_n) dc_a = CMatMap<T>(dc_n, N, H); else dc_a.setZero();
   T* dc_final = dc_a.data();
 
-  const LoopPlan plan = loop_plan(d.T, N, G, H);
-  auto packs = reserve_slices<T>(plan, G, H);
-  run_team(plan.threads, [&](int tid, int team) {
-    DenormalGuard thread_ftz;
-    const StepShare s = step_share(plan, N, H, tid, team);
+  // on every thread: its share s of each step and its columns of w_hh: [4H, |s.cols|], packed
+  // once for the whole sequence
+  run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_plain(w.w_hh, G, H, c0, c1);
+  }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
-    // this thread's columns of w_hh: [4H, |cols|], packed once for the whole sequence
-    PackedB<T>& Wk = packs[tid];
-    Wk.pack_plain(w.w_hh, G, H, cols.begin, cols.end);
     T* dc_cur = dc_a.data();  // dc w.r.t. c_t (every thread swaps its own copies alike)
     T* dc_prev = dc_b.data();
     for (Index k = d.T - 1; k >= 0; --k) {
@@ -235,7 +228,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
       s.sync();
     }
-    if (tid == 0) dc_final = dc_cur;
+    if (s.tid == 0) dc_final = dc_cur;
   });
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
   std::copy(dc_final, dc_final + NH, dc0);

@@ -33,16 +33,12 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
   drop_rows(S0, w.rd, {0, N}, H, hd.data());
 
-  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, H);
-  auto packs = reserve_slices<T>(plan, H, H, w.packed_hh);
-  run_team(plan.threads, [&](int tid, int team) {
-    DenormalGuard thread_ftz;
-    const StepShare s = step_share(plan, N, H, tid, team);
+  // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
+  // once for the whole sequence
+  run_time_loop<T>(d.T, N, H, H, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_transposed(w.w_hh, H, c0, c1);
+  }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
-    // this thread's columns of w_hh^T: [H, |cols|], packed once for the whole sequence
-    const PackedB<T>& Wk = thread_slice(packs, w.packed_hh, tid, [&](PackedB<T>& B) {
-      B.pack_transposed(w.w_hh, H, cols.begin, cols.end);
-    });
     for (Index k = 0; k < d.T; ++k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
@@ -92,15 +88,12 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
   Mat<T> dh_carry(N, H), dh(N, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
-  const LoopPlan plan = w.packed_hh ? LoopPlan{} : loop_plan(d.T, N, H, H);
-  auto packs = reserve_slices<T>(plan, H, H, w.packed_hh);
-  run_team(plan.threads, [&](int tid, int team) {
-    DenormalGuard thread_ftz;
-    const StepShare s = step_share(plan, N, H, tid, team);
+  // on every thread: its share s of each step and its columns of w_hh: [H, |s.cols|], packed
+  // once for the whole sequence
+  run_time_loop<T>(d.T, N, H, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_plain(w.w_hh, H, H, c0, c1);
+  }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
-    // this thread's columns of w_hh: [H, |cols|], packed once for the whole sequence
-    PackedB<T>& Wk = packs[tid];
-    Wk.pack_plain(w.w_hh, H, H, cols.begin, cols.end);
     for (Index k = d.T - 1; k >= 0; --k) {
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
