@@ -961,7 +961,62 @@ _VARLEN_DOC = r"""
 """
 
 
-class RNN(_RNNBase):
+class _HiddenStateRNN(_RNNBase):
+    """The modules whose only state is ``h`` (RNN, GRU): their ``forward``/``backward``."""
+
+    def forward(self, x: Any, hx: Any = None, *, lengths: Any = None,
+                mask: Any = None) -> Tuple[Array, Array]:
+        """Runs the layers over ``x``; keeps what :meth:`backward` needs.
+
+        Parameters
+        ----------
+        x
+            Input sequence (see Shapes).
+        hx
+            Initial hidden state ``h_0``, or None for zeros.
+        lengths, mask
+            Optional valid-step information (see the class documentation).
+
+        Returns
+        -------
+        output, h_n
+
+        Shapes
+        ------
+        x: [T, N, C] / [N, T, C] / [T, C], hx: [D*num_layers, N, H]
+        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H], h_n: [D*num_layers, N, H]
+        """
+        output, (h_n,) = self._forward(x, hx, lengths, mask)
+        return output, h_n
+
+    def backward(self, d_output: Any, d_hn: Any = None) -> Tuple[Array, Array]:
+        """Backpropagation through time for the last :meth:`forward`.
+
+        Accumulates (``+=``) every parameter's ``.grad``. May be called more than once for the
+        same forward (each call adds its gradients).
+
+        Parameters
+        ----------
+        d_output
+            Gradient of the loss w.r.t. ``output`` (``None`` = zeros).
+        d_hn
+            Gradient w.r.t. ``h_n`` (``None`` = zeros).
+
+        Returns
+        -------
+        dx, dh_0
+            Gradients w.r.t. the input and the initial hidden state (also when ``hx`` was
+            omitted, i.e. w.r.t. the zero state).
+
+        Shapes
+        ------
+        d_output: like output, d_hn: like h_n -> dx: like x, dh_0: like h_n
+        """
+        dx, (dh0,) = self._backward(d_output, (d_hn,))
+        return dx, dh0
+
+
+class RNN(_HiddenStateRNN):
     __doc__ = r"""Multi-layer Elman RNN, as ``torch.nn.RNN``.
 
     For each layer and each time step
@@ -1033,58 +1088,6 @@ class RNN(_RNNBase):
     def _cell_backward(self, cache, dy, d_final):
         g = F.rnn_backward(cache, dy, d_final[0])
         return g.dx, (g.dh0,), (g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
-
-    def forward(self, x: Any, hx: Any = None, *, lengths: Any = None,
-                mask: Any = None) -> Tuple[Array, Array]:
-        """Runs the RNN over ``x``; keeps what :meth:`backward` needs.
-
-        Parameters
-        ----------
-        x
-            Input sequence (see Shapes).
-        hx
-            Initial hidden state ``h_0``, or None for zeros.
-        lengths, mask
-            Optional valid-step information (see the class documentation).
-
-        Returns
-        -------
-        output, h_n
-
-        Shapes
-        ------
-        x: [T, N, C] / [N, T, C] / [T, C], hx: [D*num_layers, N, H]
-        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H], h_n: [D*num_layers, N, H]
-        """
-        output, (h_n,) = self._forward(x, hx, lengths, mask)
-        return output, h_n
-
-    def backward(self, d_output: Any, d_hn: Any = None) -> Tuple[Array, Array]:
-        """Backpropagation through time for the last :meth:`forward`.
-
-        Accumulates (``+=``) every parameter's ``.grad``. May be called more than once for the
-        same forward (each call adds its gradients).
-
-        Parameters
-        ----------
-        d_output
-            Gradient of the loss w.r.t. ``output`` (``None`` = zeros).
-        d_hn
-            Gradient w.r.t. ``h_n`` (``None`` = zeros).
-
-        Returns
-        -------
-        dx, dh_0
-            Gradients w.r.t. the input and the initial hidden state (also when ``hx`` was
-            omitted, i.e. w.r.t. the zero state).
-
-        Shapes
-        ------
-        d_output: like output, d_hn: like h_n -> dx: like x, dh_0: like h_n
-        """
-        dx, (dh0,) = self._backward(d_output, (d_hn,))
-        return dx, dh0
-
 
 class LSTM(_RNNBase):
     __doc__ = r"""Multi-layer long short-term memory, as ``torch.nn.LSTM``.
@@ -1210,7 +1213,7 @@ class LSTM(_RNNBase):
         return dx, (dh0, dc0)
 
 
-class GRU(_RNNBase):
+class GRU(_HiddenStateRNN):
     __doc__ = r"""Multi-layer gated recurrent unit, as ``torch.nn.GRU``.
 
     For each layer and each time step (gate order in the weights: **r, z, n**)
@@ -1280,56 +1283,6 @@ class GRU(_RNNBase):
     def _cell_backward(self, cache, dy, d_final):
         g = F.gru_backward(cache, dy, d_final[0])
         return g.dx, (g.dh0,), (g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
-
-    def forward(self, x: Any, hx: Any = None, *, lengths: Any = None,
-                mask: Any = None) -> Tuple[Array, Array]:
-        """Runs the GRU over ``x``; keeps what :meth:`backward` needs.
-
-        Parameters
-        ----------
-        x
-            Input sequence (see Shapes).
-        hx
-            Initial hidden state ``h_0``, or None for zeros.
-        lengths, mask
-            Optional valid-step information (see the class documentation).
-
-        Returns
-        -------
-        output, h_n
-
-        Shapes
-        ------
-        x: [T, N, C] / [N, T, C] / [T, C], hx: [D*num_layers, N, H]
-        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H], h_n: [D*num_layers, N, H]
-        """
-        output, (h_n,) = self._forward(x, hx, lengths, mask)
-        return output, h_n
-
-    def backward(self, d_output: Any, d_hn: Any = None) -> Tuple[Array, Array]:
-        """Backpropagation through time for the last :meth:`forward`.
-
-        Accumulates (``+=``) every parameter's ``.grad``. May be called more than once for the
-        same forward (each call adds its gradients).
-
-        Parameters
-        ----------
-        d_output
-            Gradient of the loss w.r.t. ``output`` (``None`` = zeros).
-        d_hn
-            Gradient w.r.t. ``h_n`` (``None`` = zeros).
-
-        Returns
-        -------
-        dx, dh_0
-
-        Shapes
-        ------
-        d_output: like output, d_hn: like h_n -> dx: like x, dh_0: like h_n
-        """
-        dx, (dh0,) = self._backward(d_output, (d_hn,))
-        return dx, dh0
-
 
 for _cls in (RNN, LSTM, GRU):
     _cls.__doc__ = _cls.__doc__.replace("{_SHAPES_DOC}", _SHAPES_DOC).replace("{_VARLEN_DOC}", _VARLEN_DOC)
