@@ -6,16 +6,20 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstdlib>
-#include <map>
+#include <cstdint>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 #include <optional>
 #include <sstream>
 #include <vector>
 
 #include "core.h"
+#include "interrupt.h"
 #include "gru.h"
 #include "lstm.h"
 #include "optim.h"
+#include "pool.h"
 #include "rnn.h"
 #include "rows.h"
 #include "stream.h"
@@ -39,8 +43,26 @@ std::string shape_str(const std::vector<Index>& s) {
   return o.str();
 }
 
-// Requires `a` to have exactly the shape `want`.
+// The machine's physical memory (a bound on what one call may ask to allocate).
+size_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return size_t(pages) * size_t(page);
+#endif
+  return size_t(1) << 40;
+}
+
+// Requires `a`'s data to sit at a multiple of its item size (the kernels load whole items; the
+// Python layer copies a misaligned view once before it gets here).
+void check_aligned(const py::array& a, const std::string& name) {
+  rnnkit::require(reinterpret_cast<std::uintptr_t>(a.data()) % std::uintptr_t(a.itemsize()) == 0,
+                  name + ": expected an array aligned to its item size, got a misaligned view "
+                         "(copy it with np.array(a))");
+}
+
+// Requires `a` to have exactly the shape `want` (and to be aligned).
 void check_shape(const py::array& a, const std::vector<Index>& want, const char* name) {
+  check_aligned(a, name);
   std::vector<Index> got(a.shape(), a.shape() + a.ndim());
   rnnkit::require(got == want, std::string(name) + ": expected shape " + shape_str(want) +
                                    ", got " + shape_str(got));
@@ -67,6 +89,7 @@ rnnkit::Dims dims_of(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   rnnkit::require(x.ndim() == 3, "x: expected 3 dimensions [T, N, C], got " +
                                      std::to_string(x.ndim()));
   rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions [G*H, H]");
+  check_aligned(x, "x");
   rnnkit::Dims d{x.shape(0), x.shape(1), x.shape(2), w_hh.shape(1)};
   rnnkit::require(d.T > 0 && d.N > 0 && d.C > 0 && d.H > 0,
                   "x and w_hh: every size (T, N, C, H) must be at least 1");
@@ -83,52 +106,43 @@ const bool* mask_ptr(const Mask& mask, const rnnkit::Dims& d) {
   return mask->data();
 }
 
-// Large outputs and workspaces come from a small pool so that a training loop reuses the same
-// memory call after call instead of faulting fresh zeroed pages in (milliseconds per call once
-// T*N*H is in the millions). A buffer returns to the pool when its NumPy array dies. Only used
-// with the GIL held. RNNKIT_POOL_MB caps what the pool keeps (default 1024; 0 disables it).
-class BufferPool {
+// The interpreter's main thread and its default SIGINT handler, looked up once at import.
+struct PythonSignals {
+  unsigned long main_thread = 0;
+  py::object getsignal, default_handler, sigint;
+};
+PythonSignals& python_signals() {
+  static PythonSignals* s = new PythonSignals();  // never destroyed (outlives the interpreter)
+  return *s;
+}
+
+// One kernel call from Python, made with the GIL held: decides whether the kernel may stop early
+// on Ctrl-C (only on the main thread, and only while SIGINT has Python's default handler, which
+// raises KeyboardInterrupt; a custom handler keeps the kernel running to the end), and raises the
+// KeyboardInterrupt when it did stop. See interrupt.h and core.h ("Interrupts").
+class KernelCall {
  public:
-  static BufferPool& instance() {
-    static BufferPool* pool = new BufferPool();  // never destroyed: arrays may outlive exit
-    return *pool;
+  KernelCall() {
+    PythonSignals& ps = python_signals();
+    bool on = PyThread_get_thread_ident() == ps.main_thread && ps.getsignal &&
+              ps.getsignal(ps.sigint).is(ps.default_handler) && rnnkit::watch_sigint();
+    // a Ctrl-C that arrived before this call was handled by Python already
+    if (on) rnnkit::interrupt_flag().store(false);
+    rnnkit::interruptible_here() = on;
   }
-  static constexpr size_t kMinBytes = size_t(1) << 20;  // smaller buffers: plain NumPy arrays
+  ~KernelCall() { rnnkit::interruptible_here() = false; }
+  KernelCall(const KernelCall&) = delete;
+  KernelCall& operator=(const KernelCall&) = delete;
 
-  void* take(size_t bytes) {
-    auto it = free_.lower_bound(bytes);
-    if (it != free_.end() && it->first <= bytes + bytes / 2) {
-      void* p = it->second;
-      cached_ -= it->first;
-      sizes_[p] = it->first;
-      free_.erase(it);
-      return p;
-    }
-    const size_t rounded = (bytes + 4095) / 4096 * 4096;
-    void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
-    sizes_[p] = rounded;
-    return p;
+  // With the GIL held, after `completed` came back from a kernel: returns when it completed, else
+  // runs Python's handler (which raises KeyboardInterrupt) and propagates that.
+  void finish(bool completed) {
+    if (completed) return;
+    rnnkit::interrupt_flag().store(false);
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
   }
-  void give(void* p) {
-    const size_t size = sizes_[p];
-    sizes_.erase(p);
-    if (cached_ + size > limit_) {
-      std::free(p);
-      return;
-    }
-    free_.emplace(size, p);
-    cached_ += size;
-  }
-
- private:
-  BufferPool() {
-    if (const char* mb = std::getenv("RNNKIT_POOL_MB")) limit_ = size_t(std::atoll(mb)) << 20;
-  }
-  std::multimap<size_t, void*> free_;
-  std::map<void*, size_t> sizes_;
-  size_t cached_ = 0;
-  size_t limit_ = size_t(1024) << 20;
 };
 
 // An uninitialised C-contiguous array of `shape` (from the pool when large).
@@ -137,9 +151,9 @@ Arr<T> empty(const std::vector<Index>& shape) {
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
   size_t bytes = sizeof(T);
   for (Index v : shape) bytes *= size_t(v);
-  if (bytes < BufferPool::kMinBytes) return Arr<T>(s);
-  void* p = BufferPool::instance().take(bytes);
-  py::capsule owner(p, [](void* q) { BufferPool::instance().give(q); });
+  if (bytes < rnnkit::BufferPool::kMinBytes) return Arr<T>(s);
+  void* p = rnnkit::BufferPool::instance().take(bytes);
+  py::capsule owner(p, [](void* q) { rnnkit::BufferPool::instance().give(q); });
   return Arr<T>(s, static_cast<T*>(p), owner);
 }
 
@@ -172,11 +186,14 @@ py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0
   auto S = empty<T>({d.T + 1, d.N, d.H});
   auto Cs = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 4 * d.H});
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
-    rnnkit::lstm_forward<T>(d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
+    completed = rnnkit::lstm_forward<T>(d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
                             {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()});
   }
+  call.finish(completed);
   return py::make_tuple(y, S, Cs, gates);
 }
 
@@ -202,14 +219,17 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   auto dw_hh = empty<T>({4 * d.H, d.H});
   auto db = empty<T>({4 * d.H});
   auto dG = empty<T>({d.T * d.N, 4 * d.H});  // workspace
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
-    rnnkit::lstm_backward<T>(d, x.data(), w, opt,
+    completed = rnnkit::lstm_backward<T>(d, x.data(), w, opt,
                              {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()}, dy.data(),
                              ptr(dh_n), ptr(dc_n), dG.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
                              dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
                              db.mutable_data());
   }
+  call.finish(completed);
   return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db);
 }
 
@@ -228,12 +248,15 @@ py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
   auto S = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 3 * d.H});
   auto hn = empty<T>({d.T, d.N, d.H});
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
     rnnkit::Mat<T> gh(d.N, 3 * d.H);
-    rnnkit::gru_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
+    completed = rnnkit::gru_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
                            {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, gh.data());
   }
+  call.finish(completed);
   return py::make_tuple(y, S, gates, hn);
 }
 
@@ -258,14 +281,17 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   auto db_hh = empty<T>({3 * d.H});
   auto dGx = empty<T>({d.T * d.N, 3 * d.H});  // workspaces
   auto dGh = empty<T>({d.T * d.N, 3 * d.H});
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
-    rnnkit::gru_backward<T>(d, x.data(), w, opt,
+    completed = rnnkit::gru_backward<T>(d, x.data(), w, opt,
                             {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, dy.data(),
                             ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
                             dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
                             db_hh.mutable_data());
   }
+  call.finish(completed);
   return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db_ih, db_hh);
 }
 
@@ -289,10 +315,13 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
   auto S = empty<T>({d.T + 1, d.N, d.H});
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
-    rnnkit::rnn_forward<T>(d, x.data(), ptr(h0), w, a, opt, y.mutable_data(), S.mutable_data());
+    completed = rnnkit::rnn_forward<T>(d, x.data(), ptr(h0), w, a, opt, y.mutable_data(), S.mutable_data());
   }
+  call.finish(completed);
   return py::make_tuple(y, S);
 }
 
@@ -314,12 +343,15 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   auto dw_hh = empty<T>({d.H, d.H});
   auto db = empty<T>({d.H});
   auto dG = empty<T>({d.T * d.N, d.H});  // workspace
+  KernelCall call;
+  bool completed;
   {
     py::gil_scoped_release nogil;
-    rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
+    completed = rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
                             (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(), dw_ih.mutable_data(),
                             dw_hh.mutable_data(), db.mutable_data());
   }
+  call.finish(completed);
   return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db);
 }
 
@@ -335,6 +367,7 @@ const T* stream_input(const py::array& x, const rnnkit::Stream<T>& s, int ndim) 
                          " (the stream's), got " + std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style))
     throw std::invalid_argument("x: expected a C-contiguous array (use np.ascontiguousarray)");
+  check_aligned(x, "x");
   const py::ssize_t* sh = x.shape();
   const bool ok = x.ndim() == ndim && (ndim == 2 || sh[0] >= 1) &&
                   sh[ndim - 2] == s.N() && sh[ndim - 1] == s.C();
@@ -348,8 +381,24 @@ const T* stream_input(const py::array& x, const rnnkit::Stream<T>& s, int ndim) 
   return static_cast<const T*>(x.data());
 }
 
-// Work below which a stream call keeps the GIL (releasing and re-taking it costs more).
-constexpr Index kStreamGilWork = Index(1) << 20;
+// Refuses a stream whose state and one-step workspaces, about N * H * (2G + 4) items, would not
+// fit in the machine's memory (and sizes whose products overflow), before anything is allocated.
+void check_stream_size(Index batch_size, Index C, Index H, Index G, size_t item) {
+  rnnkit::require(batch_size >= 1, "batch_size: expected an int >= 1, got " +
+                                       std::to_string(batch_size));
+  const double bytes = double(batch_size) * double(H) * double(2 * G + 4) * double(item) +
+                       double(G) * double(H) * double(C + H) * 2.0 * double(item);
+  const double limit = double(physical_memory_bytes());
+  if (bytes > limit) {
+    std::ostringstream o;
+    o << "batch_size: " << batch_size << " needs about " << bytes / double(1 << 30)
+      << " GiB for the stream's state and workspaces, more than this machine's "
+      << limit / double(1 << 30) << " GiB of memory";
+    throw std::invalid_argument(o.str());
+  }
+}
+
+using rnnkit::tuning::kStreamGilWork;
 
 template <typename T>
 void def_stream(py::module_& m, const char* name) {
@@ -363,9 +412,10 @@ void def_stream(py::module_& m, const char* name) {
                                                         : rnnkit::CellKind::RNN;
              rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "RNN",
                              "kind: expected 'RNN', 'LSTM' or 'GRU', got '" + kind + "'");
-             rnnkit::require(batch_size >= 1, "batch_size: expected >= 1");
              rnnkit::require(x_dims_ok(w_ih), "w_ih: expected 2 dimensions");
+             rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions");
              const Index G = rnnkit::gates_of(k);
+             check_stream_size(batch_size, w_ih.shape(1), w_hh.shape(1), G, sizeof(T));
              // sizes from the weights; a one-step x of [batch, C] checks them all
              Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
              const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G);
@@ -381,6 +431,7 @@ void def_stream(py::module_& m, const char* name) {
              const T* xp = stream_input<T>(x, s, 2);
              Arr<T> y({s.N(), s.H()});
              T* yp = y.mutable_data();
+             // one step: not interruptible (it is over in microseconds)
              if (s.N() * s.H() * (s.C() + s.H()) < kStreamGilWork) {
                s.run(xp, 1, yp);
              } else {
@@ -397,12 +448,15 @@ void def_stream(py::module_& m, const char* name) {
              const Index steps = x.shape(0);
              auto y = empty<T>({steps, s.N(), s.H()});
              T* yp = y.mutable_data();
+             KernelCall call;
+             bool completed;
              if (steps * s.N() * s.H() * (s.C() + s.H()) < kStreamGilWork) {
-               s.run(xp, steps, yp);
+               completed = s.run(xp, steps, yp);
              } else {
                py::gil_scoped_release nogil;
-               s.run(xp, steps, yp);
+               completed = s.run(xp, steps, yp);
              }
+             call.finish(completed);  // an interrupted chunk leaves the carried state unchanged
              return y;
            },
            py::arg("x"))
@@ -424,6 +478,7 @@ void def_stream(py::module_& m, const char* name) {
 template <typename T>
 std::pair<Index, Index> rows_of(const Arr<T>& x, const char* name) {
   rnnkit::require(x.ndim() >= 1, std::string(name) + ": expected at least 1 dimension, got 0");
+  check_aligned(x, name);
   const Index K = x.shape(x.ndim() - 1);
   rnnkit::require(K >= 1, std::string(name) + ": the last axis must not be empty");
   return {Index(x.size()) / K, K};
@@ -461,6 +516,7 @@ template <typename T>
 void adam_update(Arr<T> var, const Arr<T>& grad, Arr<T> m, Arr<T> v, OptArr<T> v_hat, double alpha,
                  double b1, double b2, double eps) {
   const std::vector<Index> shape(var.shape(), var.shape() + var.ndim());
+  check_shape(var, shape, "var");
   check_shape(grad, shape, "grad");
   check_shape(m, shape, "m");
   check_shape(v, shape, "v");
@@ -532,11 +588,33 @@ std::string simd_level() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use rnnkit.functional).";
+  {
+    PythonSignals& ps = python_signals();
+    py::module_ signal = py::module_::import("signal");
+    ps.main_thread = py::module_::import("threading")
+                         .attr("main_thread")()
+                         .attr("ident")
+                         .cast<unsigned long>();
+    ps.getsignal = signal.attr("getsignal");
+    ps.default_handler = signal.attr("default_int_handler");
+    ps.sigint = signal.attr("SIGINT");
+  }
+  // test hook: whether a SIGINT now reaches the kernels (see interrupt.h)
+  m.def("_watch_sigint", &rnnkit::watch_sigint);
   def_kernels<float>(m);
   def_kernels<double>(m);
   def_stream<float>(m, "StreamF32");
   def_stream<double>(m, "StreamF64");
-  m.def("set_num_threads", &rnnkit::set_num_threads, py::arg("n"));
+  m.def(
+      "set_num_threads",
+      [](long long n) {
+        rnnkit::require(n >= 1 && n <= rnnkit::max_threads(),
+                        "n: expected an int in [1, " + std::to_string(rnnkit::max_threads()) +
+                            "] (4x the cores), got " + std::to_string(n));
+        rnnkit::set_num_threads(static_cast<int>(n));
+      },
+      py::arg("n"));
+  m.def("max_threads", &rnnkit::max_threads);
   m.def("get_num_threads", &rnnkit::num_threads);
   // test hook: force how every time loop shares its steps among threads (see core.h LoopPlan)
   m.def(

@@ -10,11 +10,14 @@
 
 #include <Eigen/Core>
 
+#include "tuning.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -133,26 +136,103 @@ inline void for_packets(Index n, Op&& op) {
 
 // ---------------------------------------------------------------------------------------------
 // Threading policy.
-//   * Eigen's GEMM runs on OpenMP threads (Eigen::nbThreads(), default omp_get_max_threads(),
-//     which honours OMP_NUM_THREADS); rnnkit.set_num_threads sets both.
-//   * Our own pointwise passes split the batch rows across threads only when a step carries
-//     enough work, and never inside a GEMM (they run between GEMMs), so nothing nests.
+//   * One process-wide thread count (rnnkit.set_num_threads), not OpenMP's per-thread ICV: a kernel
+//     called from any Python thread sees the same setting. Default: omp_get_max_threads() when the
+//     library loads (which honours OMP_NUM_THREADS), else 1.
+//   * Kernels running at the same time from several Python threads share that count: each takes a
+//     ThreadLease (its calling thread plus as many workers as are free), so the process never runs
+//     more kernel threads than the setting (no oversubscription).
+//   * Eigen's GEMMs inside a parallel region run on one thread (Eigen does not nest); our own
+//     pointwise passes run between GEMMs, never inside one.
 // ---------------------------------------------------------------------------------------------
 
+// Largest accepted thread count: 4x the cores (oversubscribing a machine further only loses time,
+// and thousands of threads exhaust address space), and never below 4.
+inline int max_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return std::max(4, 4 * static_cast<int>(hw ? hw : 1));
+}
+
+inline std::atomic<int>& thread_setting() {
+  static std::atomic<int> n{[] {
+#ifdef _OPENMP
+    return std::max(1, std::min(omp_get_max_threads(), max_threads()));
+#else
+    return 1;
+#endif
+  }()};
+  return n;
+}
+
+// The process-wide thread count.
 inline int num_threads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  return thread_setting().load(std::memory_order_relaxed);
 #else
   return 1;
 #endif
 }
 
 inline void set_num_threads(int n) {
-  require(n >= 1, "num_threads must be >= 1, got " + std::to_string(n));
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
+  require(n >= 1 && n <= max_threads(), "n: expected an int in [1, " +
+                                            std::to_string(max_threads()) +
+                                            "] (4x the cores), got " + std::to_string(n));
+  thread_setting().store(n);
+  // Eigen's own thread count is a process-wide static as well
   Eigen::setNbThreads(n);
+}
+
+// Threads of the process-wide setting held by running kernels (their calling threads included).
+inline std::atomic<int>& threads_in_use() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+// A kernel's share of the thread setting for its lifetime: its calling thread, plus up to
+// want - 1 workers while the other running kernels leave some free.
+class ThreadLease {
+ public:
+  explicit ThreadLease(int want) {
+    auto& used = threads_in_use();
+    const int limit = num_threads();
+    int cur = used.load(std::memory_order_relaxed), extra = 0;
+    do {
+      // workers = min(want - 1, what the setting leaves after the running kernels and this one)
+      extra = std::max(0, std::min(want - 1, limit - cur - 1));
+    } while (!used.compare_exchange_weak(cur, cur + 1 + extra, std::memory_order_acq_rel));
+    count_ = 1 + extra;
+  }
+  ~ThreadLease() { threads_in_use().fetch_sub(count_, std::memory_order_acq_rel); }
+  ThreadLease(const ThreadLease&) = delete;
+  ThreadLease& operator=(const ThreadLease&) = delete;
+  int count() const { return count_; }
+
+ private:
+  int count_ = 1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Interrupts. A pending Ctrl-C (SIGINT) raises this flag (bindings.cpp chains a C handler in front
+// of Python's); an interruptible kernel polls it once per time step (one relaxed atomic load),
+// stops at the step boundary and reports that it did not complete, and the binding then raises
+// KeyboardInterrupt with the GIL held. Only kernels called from the main thread are
+// interruptible, since only there does Python raise KeyboardInterrupt.
+// ---------------------------------------------------------------------------------------------
+
+inline std::atomic<bool>& interrupt_flag() {
+  static std::atomic<bool> f{false};
+  return f;
+}
+
+// Whether the kernels called from this thread may stop early (set by the binding per call).
+inline bool& interruptible_here() {
+  thread_local bool on = false;
+  return on;
+}
+
+// Whether this thread's kernel should stop now.
+inline bool stop_requested(bool interruptible) {
+  return interruptible && interrupt_flag().load(std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,34 +263,29 @@ inline std::atomic<LoopPlanMode>& forced_loop_plan() {
   return mode;
 }
 
-// The plan for a loop of T steps whose recurrent product is [N, K] x [K, cols] (float weights
-// of K * cols * 4 bytes):
-//   * by rows when every thread gets >= 4 batch rows, the weight fits in 512 KiB (a quarter
-//     of a core's L2, which also holds the step's states and gates) and the loop has >= 4 MFLOP
-//     in all (the region's start-up, a few microseconds, is then < 5% of the work). Measured
-//     on 2 threads against by columns: 10-30% faster at (T, N, H) = (50, 32, 128) and
-//     (200, 16, 128), 30% at the seed model's (50, 32, 64); no better at H = 256 LSTM/GRU;
-//   * else by columns when a step carries >= 1 MFLOP, or >= 256 kFLOP with a weight of
-//     >= 512 KiB (small batches then gain from splitting the weight over the cores' caches);
-//   * else one thread (measured: LSTM N=32, H=32 by columns runs 2x slower on two threads).
-inline LoopPlan loop_plan(Index T, Index N, Index K, Index cols) {
-  const int nt = num_threads();
+// The plan for a loop of T steps on up to nt threads whose recurrent product is
+// [N, K] x [K, cols] (float weights of K * cols * 4 bytes); thresholds and their measurements in
+// tuning.h.
+inline LoopPlan loop_plan(int nt, Index T, Index N, Index K, Index cols) {
+  using namespace tuning;
   if (nt <= 1) return {};
   const Index flops_per_step = 2 * N * K * cols;
   const Index weight_bytes = K * cols * Index(sizeof(float));
+  const int col_threads = static_cast<int>(std::max<Index>(1, std::min<Index>(nt, cols / kColumnAlign)));
   switch (forced_loop_plan().load(std::memory_order_relaxed)) {
     case LoopPlanMode::Serial: return {};
     case LoopPlanMode::Rows: return {nt, true};
-    case LoopPlanMode::Columns:
-      return {static_cast<int>(std::max<Index>(1, std::min<Index>(nt, cols / 16))), false};
+    case LoopPlanMode::Columns: return {col_threads, false};
     case LoopPlanMode::Auto: break;
   }
-  if (N >= 4 * nt && weight_bytes <= (Index(1) << 19) && T * flops_per_step >= (Index(4) << 20))
+  if (N >= kRowsPlanMinRows * nt && weight_bytes <= kRowsPlanMaxWeightBytes &&
+      T * flops_per_step >= kRowsPlanMinFlops)
     return {nt, true};
-  const bool by_cols = flops_per_step >= (Index(1) << 20) ||
-                       (flops_per_step >= (Index(1) << 18) && weight_bytes >= (Index(1) << 19));
+  const bool by_cols = flops_per_step >= kColumnsPlanMinStepFlops ||
+                       (flops_per_step >= kColumnsPlanSmallStepFlops &&
+                        weight_bytes >= kRowsPlanMaxWeightBytes);
   if (!by_cols) return {};
-  return {static_cast<int>(std::max<Index>(1, std::min<Index>(nt, cols / 16))), false};
+  return {col_threads, false};
 }
 
 inline int thread_id() {
@@ -256,7 +331,7 @@ struct Range {
   Index begin, end;
   Index size() const { return end - begin; }
 };
-inline Range split(Index size, int k, int n, Index align = 16) {
+inline Range split(Index size, int k, int n, Index align = tuning::kColumnAlign) {
   auto at = [&](int i) {
     if (i >= n) return size;
     const Index b = (size * i / n) / align * align;
@@ -267,21 +342,44 @@ inline Range split(Index size, int k, int n, Index align = 16) {
 
 // What thread `tid` of a time loop owns under `plan` (see LoopPlan), for a recurrent product
 // [N, K] x [K, cols].
+// How the threads of one time loop agree to stop at a step boundary (see "Interrupts" above).
+struct StopSignal {
+  bool interruptible = false;       // the calling thread's kernel may stop early
+  std::atomic<bool> decided{false};  // by columns: thread 0's decision for the current step
+  std::atomic<bool> stopped{false};  // some thread stopped: the loop did not complete
+};
+
 struct StepShare {
   Range rows;       // batch rows of the pointwise pass
   Range gemm_rows;  // rows of the recurrent product: `rows` by rows, all N by columns
   Range cols;       // columns of the recurrent product: all by rows, a slice by columns
   bool by_rows;
   int tid;  // this thread's number in the team
+  StopSignal* stop;
   // Between the two phases of a step: every thread waits for the others, unless they own rows.
   void sync() const {
     if (!by_rows) barrier();
   }
+  // At the top of a step: thread 0 decides for everyone whether to stop (by columns).
+  void poll() const {
+    if (!by_rows && tid == 0)
+      stop->decided.store(stop_requested(stop->interruptible), std::memory_order_relaxed);
+  }
+  // After the first sync() of a step: whether to leave the loop now. Every thread of a team that
+  // shares barriers gets the same answer (thread 0's, published before the barrier); a thread
+  // that owns rows decides for itself.
+  bool should_stop() const {
+    const bool v = by_rows ? stop_requested(stop->interruptible)
+                           : stop->decided.load(std::memory_order_relaxed);
+    if (v) stop->stopped.store(true, std::memory_order_relaxed);
+    return v;
+  }
 };
-inline StepShare step_share(const LoopPlan& plan, Index N, Index cols, int tid, int team) {
+inline StepShare step_share(const LoopPlan& plan, Index N, Index cols, int tid, int team,
+                            StopSignal* stop) {
   const Range rows = split(N, tid, team, 1);
-  if (plan.by_rows) return {rows, rows, {0, cols}, true, tid};
-  return {rows, {0, N}, split(cols, tid, team), false, tid};
+  if (plan.by_rows) return {rows, rows, {0, cols}, true, tid, stop};
+  return {rows, {0, N}, split(cols, tid, team), false, tid, stop};
 }
 
 // Flush-to-zero / denormals-are-zero on the calling thread for the guard's lifetime, so that

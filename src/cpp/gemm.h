@@ -189,9 +189,9 @@ inline Index rows_block(Index rows, Index K, const float* A, Index lda, const fl
   return 1;
 }
 
-// Cache blocking of a large product: kKC rows of a panel (kKC * kNR floats) stay in L1, a block
-// of kMC x kKC of A in L2.
-constexpr Index kKC = 256, kMC = 16 * kMR;
+// Cache blocking of a large product (tuning.h): kKC rows of a panel stay in L1, a block of
+// kMC x kKC of A in L2.
+constexpr Index kKC = tuning::kKC, kMC = tuning::kMCRowBlocks * kMR;
 
 }  // namespace detail
 
@@ -309,21 +309,27 @@ namespace rnnkit {
 // packs the columns [c0, c1) of its right side into B, once per call, on the thread that uses
 // them. With `prepacked` (a long-lived caller's whole matrix, packed already) nothing is packed
 // and one thread runs.
-//   body(const StepShare& s, const PackedB<T>& Wk) runs on every thread.
+//   body(const StepShare& s, const PackedB<T>& Wk) runs on every thread; at the top of every step
+//   it calls s.poll(), and after the step's first s.sync() leaves the loop if s.should_stop().
+// Returns false when the loop stopped early (a pending interrupt), true when it completed.
 template <typename T, typename Pack, typename Body>
-void run_time_loop(Index steps, Index N, Index K, Index cols, const PackedB<T>* prepacked,
+bool run_time_loop(Index steps, Index N, Index K, Index cols, const PackedB<T>* prepacked,
                    Pack&& pack, Body&& body) {
-  const LoopPlan plan = prepacked ? LoopPlan{} : loop_plan(steps, N, K, cols);
+  ThreadLease lease(prepacked ? 1 : num_threads());
+  const LoopPlan plan = prepacked ? LoopPlan{} : loop_plan(lease.count(), steps, N, K, cols);
+  StopSignal stop;
+  stop.interruptible = interruptible_here();
   // one slice per thread, reserved before the region so that nothing allocates inside it
   std::vector<PackedB<T>> packs(prepacked ? 0 : plan.threads);
   for (int k = 0; k < int(packs.size()); ++k)
     packs[k].reserve(K, plan.by_rows ? cols : split(cols, k, plan.threads).size());
   run_team(plan.threads, [&](int tid, int team) {
     DenormalGuard thread_ftz;
-    const StepShare s = step_share(plan, N, cols, tid, team);
+    const StepShare s = step_share(plan, N, cols, tid, team, &stop);
     if (!prepacked) pack(packs[tid], s.cols.begin, s.cols.end);
     body(s, prepacked ? *prepacked : packs[tid]);
   });
+  return !stop.stopped.load();
 }
 
 }  // namespace rnnkit
@@ -338,9 +344,10 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
                    T* C, Index ldc, bool accumulate, const T* bias = nullptr) {
   if (M == 0 || cols == 0) return;
   const double flops = 2.0 * double(M) * double(cols) * double(K);
-  // below ~0.2 ms of work a single thread wins: waking idle workers costs tens of microseconds
-  const int nt = flops < 3e7 ? 1 : num_threads();
-  const bool by_cols = cols >= 64 * nt;
+  // small products on one thread (tuning.h)
+  ThreadLease lease(flops < tuning::kGemmParallelMinFlops ? 1 : num_threads());
+  const int nt = lease.count();
+  const bool by_cols = cols >= tuning::kGemmMinColsPerThread * nt;
   std::vector<PackedB<T>> packs(nt);
   for (int k = 0; k < nt; ++k) packs[k].reserve(K, by_cols ? split(cols, k, nt).size() : cols);
   run_team(nt, [&](int tid, int team) {
@@ -364,31 +371,50 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
   });
 }
 
-// The hoisted input projection of all time steps, one GEMM:
+// Runs f(r0, r1) over [0, rows) in consecutive pieces of about tuning::kInterruptChunkFlops
+// (`flops_per_row` each row), polling for an interrupt between pieces (core.h, "Interrupts").
+// Returns false when it stopped early.
+template <typename F>
+bool for_row_chunks(Index rows, double flops_per_row, F&& f) {
+  const bool interruptible = interruptible_here();
+  const Index chunk = interruptible
+      ? std::max<Index>(1, Index(tuning::kInterruptChunkFlops / std::max(flops_per_row, 1.0)))
+      : rows;
+  for (Index r0 = 0; r0 < rows; r0 += chunk) {
+    if (stop_requested(interruptible)) return false;
+    f(r0, std::min(rows, r0 + chunk));
+  }
+  return true;
+}
+
+// The hoisted input projection of all time steps, one GEMM (in interruptible pieces of rows):
 //   out: [T*N, GH] = x: [T*N, C] · w_ih^T: [C, GH] + b1 + b2      (b1, b2: [GH], either may be null)
 //   (`packed`, when given, is w_ih^T already packed: nothing is packed and one thread runs)
+// Returns false when an interrupt stopped it early.
 template <typename T>
-inline void input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
+inline bool input_projection(const Dims& d, Index GH, const T* x, const T* w_ih, const T* b1,
                              const T* b2, T* out, const PackedB<T>* packed = nullptr) {
   RowVec<T> b;  // b1 + b2 when both are given
   if (b1 && b2) b = CRowVecMap<T>(b1, GH) + CRowVecMap<T>(b2, GH);
   const T* bias = b.size() ? b.data() : b1 ? b1 : b2;
-  // out = x · w_ih^T + b
-  if (packed) {
-    packed->multiply(d.T * d.N, x, d.C, out, GH, false, false, bias);
-    return;
-  }
-  gemm_parallel<T>(
-      d.T * d.N, GH, d.C, x, d.C, false,
-      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_transposed(w_ih, d.C, c0, c1); }, out, GH,
-      false, bias);
+  return for_row_chunks(d.T * d.N, 2.0 * double(d.C) * double(GH), [&](Index r0, Index r1) {
+    // out[r0:r1] = x[r0:r1] · w_ih^T + b
+    if (packed) {
+      packed->multiply(r1 - r0, x + r0 * d.C, d.C, out + r0 * GH, GH, false, false, bias);
+      return;
+    }
+    gemm_parallel<T>(
+        r1 - r0, GH, d.C, x + r0 * d.C, d.C, false,
+        [&](PackedB<T>& B, Index c0, Index c1) { B.pack_transposed(w_ih, d.C, c0, c1); },
+        out + r0 * GH, GH, false, bias);
+  });
 }
 
 // db: [GH] = the sum over rows of G: [rows, GH], in a fixed order (reproducible run to run).
 template <typename T>
 inline void column_sums(const T* G, Index rows, Index GH, T* db) {
-  const int nt = rows * GH < (Index(1) << 21) ? 1 : num_threads();
-  run_team(nt, [&](int tid, int team) {
+  ThreadLease lease(rows * GH < tuning::kColumnSumsParallelEntries ? 1 : num_threads());
+  run_team(lease.count(), [&](int tid, int team) {
     DenormalGuard thread_ftz;
     const Range c = split(GH, tid, team);
     if (c.size()) {
@@ -400,35 +426,50 @@ inline void column_sums(const T* G, Index rows, Index GH, T* db) {
   });
 }
 
-// The gradients that come from single GEMMs after the backward loop.
+// The gradients that come from single GEMMs after the backward loop (each one product over all
+// T*N rows, run in interruptible pieces of rows that accumulate).
 //   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
 //   (the same buffer for RNN and LSTM), x: [T*N, C], hprev: [T*N, H] states before each step.
 //   dx: [T*N, C] = dGx · w_ih;  dw_ih: [GH, C] = dGx^T · x;  dw_hh: [GH, H] = dGh^T · hprev;
 //   db_ih = sum_rows dGx;  db_hh = sum_rows dGh   (dx, db_ih, db_hh may be null to skip)
+// Returns false when an interrupt stopped it early.
 template <typename T>
-inline void weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
+inline bool weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh, const T* x,
                              const T* hprev, const T* w_ih, T* dx, T* dw_ih, T* dw_hh, T* db_ih,
                              T* db_hh) {
   const Index rows = d.T * d.N;
   // dx = dGx · w_ih                  [T*N, GH] x [GH, C]      (skipped when dx is null)
-  if (dx)
-    gemm_parallel<T>(
-      rows, d.C, GH, dGx, GH, false,
-      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); }, dx, d.C,
-      false);
-  // dw_ih = dGx^T · x                [GH, T*N] x [T*N, C]
-  gemm_parallel<T>(
-      GH, d.C, rows, dGx, GH, true,
-      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(x, rows, d.C, c0, c1); }, dw_ih, d.C,
-      false);
+  if (dx && !for_row_chunks(rows, 2.0 * double(GH) * double(d.C), [&](Index r0, Index r1) {
+        gemm_parallel<T>(
+            r1 - r0, d.C, GH, dGx + r0 * GH, GH, false,
+            [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); },
+            dx + r0 * d.C, d.C, false);
+      }))
+    return false;
+  // dw_ih = dGx^T · x                [GH, T*N] x [T*N, C]     (summed over the pieces of rows)
+  if (!for_row_chunks(rows, 2.0 * double(GH) * double(d.C), [&](Index r0, Index r1) {
+        gemm_parallel<T>(
+            GH, d.C, r1 - r0, dGx + r0 * GH, GH, true,
+            [&](PackedB<T>& B, Index c0, Index c1) {
+              B.pack_plain(x + r0 * d.C, r1 - r0, d.C, c0, c1);
+            },
+            dw_ih, d.C, /*accumulate=*/r0 > 0);
+      }))
+    return false;
   // dw_hh = dGh^T · hprev            [GH, T*N] x [T*N, H]
-  gemm_parallel<T>(
-      GH, d.H, rows, dGh, GH, true,
-      [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(hprev, rows, d.H, c0, c1); }, dw_hh,
-      d.H, false);
+  if (!for_row_chunks(rows, 2.0 * double(GH) * double(d.H), [&](Index r0, Index r1) {
+        gemm_parallel<T>(
+            GH, d.H, r1 - r0, dGh + r0 * GH, GH, true,
+            [&](PackedB<T>& B, Index c0, Index c1) {
+              B.pack_plain(hprev + r0 * d.H, r1 - r0, d.H, c0, c1);
+            },
+            dw_hh, d.H, /*accumulate=*/r0 > 0);
+      }))
+    return false;
   // db = sum over all T*N rows
   if (db_ih) column_sums(dGx, rows, GH, db_ih);
   if (db_hh) column_sums(dGh, rows, GH, db_hh);
+  return true;
 }
 
 }  // namespace rnnkit

@@ -74,8 +74,9 @@ struct GruCache {
 // GRU forward.
 //   x: [T, N, C]; h0: [N, H] (null = zeros); w_ih: [3H, C], w_hh: [3H, H], b_ih, b_hh: [3H]
 //   (null = none); opt.mask: [T, N]. Workspace gh: [N, 3H]. Writes y: [T, N, H] and the cache.
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, const SeqOptions& opt,
+bool gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, const SeqOptions& opt,
                  T* y, const GruCache<T>& cache, T* gh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
@@ -83,8 +84,9 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // gates[t] = x_t · w_ih^T + b_ih  for all t: [T*N, 3H]   (b_hh is applied per step, inside r ⊙ ·)
-  input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates,
-                   w.packed_ih);
+  if (!input_projection(d, G, x, w.w_ih, w.b_ih, static_cast<const T*>(nullptr), cache.gates,
+                   w.packed_ih))
+    return false;
 
   T* S0 = cache.S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
@@ -95,11 +97,12 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
   MatMap<T> Gh(gh, N, G);
   // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_transposed(w.w_hh, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     for (Index k = 0; k < d.T; ++k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       MatMap<T> Gt(cache.gates + t * N * G, N, G);
@@ -114,6 +117,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
         Gh.block(mr.begin, cols.begin, mr.size(), cols.size()).rowwise() +=
             CRowVecMap<T>(w.b_hh + cols.begin, cols.size());
       s.sync();
+      if (s.should_stop()) break;
 
       if constexpr (std::is_same_v<T, float>) {
         for (Index n = rows.begin; n < rows.end; ++n)
@@ -144,6 +148,7 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
       s.sync();
     }
   });
+  return completed;
 }
 
 // GRU backward.
@@ -151,8 +156,9 @@ void gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
 //   Workspaces dGx, dGh: [T, N, 3H] (gradients of the input and recurrent pre-activations).
 //   Writes dx: [T, N, C], dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
 //   (null to skip).
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
+bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
                   const GruCache<T>& cache, const T* dy, const T* dh_n, T* dGx, T* dGh, T* dx,
                   T* dh0, T* dw_ih, T* dw_hh, T* db_ih, T* db_hh) {
   const Index N = d.N, H = d.H, G = 3 * H, NH = N * H;
@@ -164,11 +170,12 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
   // on every thread: its share s of each step and its columns of w_hh: [3H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_plain(w.w_hh, G, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     for (Index k = d.T - 1; k >= 0; --k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       const T* Gt = cache.gates + t * N * G;
@@ -208,6 +215,7 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
       zero_masked_rows(m, rows, G, dGxt);
       zero_masked_rows(m, rows, G, dGht);
       s.sync();
+      if (s.should_stop()) break;
 
       if (cols.size() && mr.size()) {
         auto dk = dh_carry.block(mr.begin, cols.begin, mr.size(), cols.size());
@@ -224,11 +232,12 @@ void gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
       s.sync();
     }
   });
+  if (!completed) return false;
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
   const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
-  weight_gradients(d, G, dGx, dGh, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db_ih, db_hh);
+  return weight_gradients(d, G, dGx, dGh, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db_ih, db_hh);
 }
 
 }  // namespace rnnkit

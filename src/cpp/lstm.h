@@ -73,15 +73,17 @@ struct LstmCache {
 //   x: [T, N, C]; h0, c0: [N, H] (null = zeros); weights w_ih: [4H, C], w_hh: [4H, H],
 //   b_ih, b_hh: [4H] (null = none), rd: [N, H] (null = none); opt.mask: [T, N].
 //   Writes y: [T, N, H] and the cache (h_n = S[final], c_n = Cs[final]).
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Weights<T>& w,
+bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Weights<T>& w,
                   const SeqOptions& opt, T* y, const LstmCache<T>& cache) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   // gates[t] = x_t · w_ih^T + b_ih + b_hh     for all t at once: [T*N, 4H]
-  input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates, w.packed_ih);
+  if (!input_projection(d, G, x, w.w_ih, w.b_ih, w.b_hh, cache.gates, w.packed_ih))
+    return false;
 
   // initial states (zeros when not given)
   T* S0 = cache.S + si.initial() * NH;
@@ -94,11 +96,12 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
 
   // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_transposed(w.w_hh, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     for (Index k = 0; k < d.T; ++k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       MatMap<T> Gt(cache.gates + t * N * G, N, G);
@@ -111,6 +114,7 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
                   Gt.data() + mr.begin * G + cols.begin, G, /*accumulate=*/true);
       s.sync();
+      if (s.should_stop()) break;
 
       if constexpr (std::is_same_v<T, float>) {
         for (Index n = rows.begin; n < rows.end; ++n)
@@ -142,14 +146,16 @@ void lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       s.sync();
     }
   });
+  return completed;
 }
 
 // LSTM backward (backpropagation through time).
 //   x: [T, N, C]; cache from lstm_forward; dy: [T, N, H]; dh_n, dc_n: [N, H] (null = zeros).
 //   Workspace dG: [T, N, 4H]. Writes dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C],
 //   dw_hh: [4H, H], db: [4H] (the gradient of b_ih and of b_hh alike; null to skip).
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
+bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
                    const LstmCache<T>& cache, const T* dy, const T* dh_n, const T* dc_n, T* dG,
                    T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
@@ -164,13 +170,14 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
 
   // on every thread: its share s of each step and its columns of w_hh: [4H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_plain(w.w_hh, G, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     T* dc_cur = dc_a.data();  // dc w.r.t. c_t (every thread swaps its own copies alike)
     T* dc_prev = dc_b.data();
     for (Index k = d.T - 1; k >= 0; --k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       const T* Gt = cache.gates + t * N * G;
@@ -219,6 +226,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       carry_masked_rows(m, rows, H, dc_cur, dc_prev);
       std::swap(dc_cur, dc_prev);
       s.sync();
+      if (s.should_stop()) break;
 
       // dh_{t-1}[mr, cols] = (dG_t[mr] · w_hh[:, cols]) ⊙ rd        [|mr|, 4H] x [4H, |cols|]
       Wk.multiply(mr.size(), dGt + mr.begin * G, G, dh_carry.data() + mr.begin * H + cols.begin, H,
@@ -230,6 +238,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
     }
     if (s.tid == 0) dc_final = dc_cur;
   });
+  if (!completed) return false;
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
   std::copy(dc_final, dc_final + NH, dc0);
 
@@ -237,7 +246,7 @@ void lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   // recurrent product saw them: [T, N, H]
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
   const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
-  weight_gradients(d, G, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
+  return weight_gradients(d, G, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
 }
 
 }  // namespace rnnkit

@@ -16,8 +16,9 @@ enum class Nonlinearity { Tanh, Relu };
 //   x: [T, N, C]; h0: [N, H] (null = zeros); w_ih: [H, C], w_hh: [H, H], b_ih, b_hh: [H] (null =
 //   none); opt.mask: [T, N]. Writes y: [T, N, H] and the states S: [T+1, N, H] (StateIndex
 //   layout), which are all backward needs: act'(.) is recovered from h_t.
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, Nonlinearity act,
+bool rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, Nonlinearity act,
                  const SeqOptions& opt, T* y, T* S) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
@@ -25,7 +26,8 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
   Mat<T> hd(w.rd ? N : 0, H);  // h_{t-1} ⊙ rd (recurrent dropout only)
 
   // S[after(t)] = x_t · w_ih^T + b_ih + b_hh for all t at once: the after-blocks are contiguous
-  input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH), w.packed_ih);
+  if (!input_projection(d, H, x, w.w_ih, w.b_ih, w.b_hh, S + (opt.reverse ? 0 : NH), w.packed_ih))
+    return false;
 
   T* S0 = S + si.initial() * NH;
   if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
@@ -35,11 +37,12 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
 
   // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, H, H, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, H, H, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_transposed(w.w_hh, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     for (Index k = 0; k < d.T; ++k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       const T* hp = S + si.before(t) * NH;
@@ -48,6 +51,7 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
                   Hn.data() + mr.begin * H + cols.begin, H, /*accumulate=*/true);
       s.sync();
+      if (s.should_stop()) break;
       if constexpr (std::is_same_v<T, float>) {
         if (act == Nonlinearity::Tanh) {
           // h_t = tanh(pre), on SIMD packets
@@ -71,14 +75,16 @@ void rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
       s.sync();
     }
   });
+  return completed;
 }
 
 // Elman RNN backward.
 //   x: [T, N, C]; S from rnn_forward; dy: [T, N, H]; dh_n: [N, H] (null = zeros).
 //   Workspace dG: [T, N, H]. Writes dx: [T, N, C], dh0: [N, H], dw_ih: [H, C], dw_hh: [H, H],
 //   db: [H] (the gradient of b_ih and of b_hh alike; null to skip).
+//   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity act,
+bool rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity act,
                   const SeqOptions& opt, const T* S, const T* dy, const T* dh_n, T* dG, T* dx,
                   T* dh0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, NH = N * H;
@@ -90,11 +96,12 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
 
   // on every thread: its share s of each step and its columns of w_hh: [H, |s.cols|], packed
   // once for the whole sequence
-  run_time_loop<T>(d.T, N, H, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+  const bool completed = run_time_loop<T>(d.T, N, H, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
     B.pack_plain(w.w_hh, H, H, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
     for (Index k = d.T - 1; k >= 0; --k) {
+      s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       T* dGt = dG + t * NH;
@@ -113,6 +120,7 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
       }
       zero_masked_rows(m, rows, H, dGt);
       s.sync();
+      if (s.should_stop()) break;
       // dh_{t-1}[mr, cols] = (dG_t[mr] · w_hh[:, cols]) ⊙ rd        [|mr|, H] x [H, |cols|]
       Wk.multiply(mr.size(), dGt + mr.begin * H, H, dh_carry.data() + mr.begin * H + cols.begin, H,
                   /*accumulate=*/false);
@@ -122,11 +130,12 @@ void rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
       s.sync();
     }
   });
+  if (!completed) return false;
   std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
 
   Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
   const T* hprev = dropped_states(S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
-  weight_gradients(d, H, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
+  return weight_gradients(d, H, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
 }
 
 }  // namespace rnnkit

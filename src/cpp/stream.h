@@ -69,7 +69,8 @@ class Stream {
 
   // Runs `steps` steps from the carried state: x: [steps, N, C] -> y: [steps, N, H].
   // Calls from several threads are serialised (the GIL is released around large steps).
-  void run(const T* x, Index steps, T* y) {
+  // Returns false when a pending interrupt stopped it early: the carried state is then unchanged.
+  bool run(const T* x, Index steps, T* y) {
     std::lock_guard<std::mutex> lock(mu_);
     reserve(steps);
     const Dims d{steps, N_, C_, H_};
@@ -77,22 +78,26 @@ class Stream {
                        b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_};
     const SeqOptions opt{};
     const Index NH = N_ * H_;
+    bool completed = false;
     switch (kind_) {
       case CellKind::LSTM:
-        lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
-                        {S_.data(), Cs_.data(), gates_.data()});
-        std::copy(Cs_.data() + steps * NH, Cs_.data() + (steps + 1) * NH, c_.data());
+        completed = lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
+                                    {S_.data(), Cs_.data(), gates_.data()});
+        // carried cell state c = Cs[steps]
+        if (completed)
+          std::copy(Cs_.data() + steps * NH, Cs_.data() + (steps + 1) * NH, c_.data());
         break;
       case CellKind::GRU:
-        gru_forward<T>(d, x, h_.data(), w, opt, y, {S_.data(), gates_.data(), hn_.data()},
-                       gh_.data());
+        completed = gru_forward<T>(d, x, h_.data(), w, opt, y,
+                                   {S_.data(), gates_.data(), hn_.data()}, gh_.data());
         break;
       case CellKind::RNN:
-        rnn_forward<T>(d, x, h_.data(), w, act_, opt, y, S_.data());
+        completed = rnn_forward<T>(d, x, h_.data(), w, act_, opt, y, S_.data());
         break;
     }
     // carried state h = S[steps]
-    std::copy(S_.data() + steps * NH, S_.data() + (steps + 1) * NH, h_.data());
+    if (completed) std::copy(S_.data() + steps * NH, S_.data() + (steps + 1) * NH, h_.data());
+    return completed;
   }
 
  private:

@@ -15,11 +15,23 @@ __version__ = "0.1.0"
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads rnnkit's kernels use (OpenMP and Eigen's GEMM).
+    """Sets the number of threads rnnkit's kernels use, for the whole process.
 
+    The setting holds for kernels called from every Python thread, and kernels running at the
+    same time from several threads share it (together they never use more than ``n`` threads).
     The default is OpenMP's: ``OMP_NUM_THREADS`` when set, else one per core.
+
+    Parameters
+    ----------
+    n
+        An int in ``[1, 4 * cores]`` (at least 4); anything else raises ``TypeError`` or
+        ``ValueError``.
     """
-    _core.set_num_threads(check_positive_int("n", n))
+    n = check_positive_int("n", n)
+    hi = int(_core.max_threads())
+    if n > hi:
+        raise ValueError(f"n: expected an int in [1, {hi}] (4x the cores), got {n}")
+    _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:

@@ -21,7 +21,7 @@ _FAST = (np.float32, np.float64)
 
 def _fast(x: np.ndarray) -> bool:
     return (type(x) is np.ndarray and x.dtype.type in _FAST and x.ndim >= 1 and x.size > 0
-            and x.flags.c_contiguous)
+            and x.flags.c_contiguous and x.flags.aligned)
 
 
 def softmax_last_axis(x: np.ndarray) -> np.ndarray:

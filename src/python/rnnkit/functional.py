@@ -49,7 +49,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import as_float_array, as_mask, check_shape
+from rnnkit._checks import FLOAT_DTYPES, as_float_array, as_mask, check_shape, shape_str as _shape_str
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
@@ -187,9 +187,58 @@ def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b
     return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask, rd)
 
 
-def _check_cache(cache, cls, fn: str):
+def _cache_array(name: str, a, dtype, shape) -> None:
+    """Raises ValueError naming ``cache.<name>`` unless ``a`` is a C-contiguous, aligned array of
+    ``dtype`` and ``shape`` (what the kernels read without a copy)."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"cache.{name}: expected an array of shape {_shape_str(shape)}, got "
+                         f"{type(a).__name__}")
+    if a.dtype != dtype or a.shape != tuple(shape) or not a.flags.c_contiguous or not a.flags.aligned:
+        raise ValueError(f"cache.{name}: expected a C-contiguous {dtype} array of shape "
+                         f"{_shape_str(shape)}, got {a.dtype} {_shape_str(a.shape)}"
+                         f"{'' if a.flags.c_contiguous and a.flags.aligned else ' (not C-contiguous/aligned)'}")
+
+
+def _check_cache(cache, cls, fn: str, gates: int) -> None:
+    """Checks every field of a cache before a backward reads it: the class, then each array's
+    dtype, shape and layout against the sizes of ``x`` and ``w_hh`` (an edited or mismatched
+    cache raises ValueError naming the field)."""
     if not isinstance(cache, cls):
         raise TypeError(f"cache: expected the {cls.__name__} returned by {fn}, got {type(cache).__name__}")
+    x = cache.x
+    if not isinstance(x, np.ndarray) or x.dtype not in FLOAT_DTYPES or x.ndim != 3 or 0 in x.shape:
+        got = f"{x.dtype} {_shape_str(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"cache.x: expected a float32/float64 array [T, N, C], got {got}")
+    T, N, C = x.shape
+    dt = x.dtype
+    _cache_array("x", x, dt, (T, N, C))
+    w_hh = cache.w_hh
+    if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2 or w_hh.shape[1] == 0 \
+            or w_hh.shape[0] != gates * w_hh.shape[1]:
+        got = _shape_str(w_hh.shape) if isinstance(w_hh, np.ndarray) else type(w_hh).__name__
+        raise ValueError(f"cache.w_hh: expected shape ({gates}*H, H), got {got}")
+    H = w_hh.shape[1]
+    _cache_array("w_hh", w_hh, dt, (gates * H, H))
+    _cache_array("w_ih", cache.w_ih, dt, (gates * H, C))
+    _cache_array("S", cache.S, dt, (T + 1, N, H))
+    hb = cache.has_bias
+    if not (isinstance(hb, tuple) and len(hb) == 2 and all(isinstance(b, bool) for b in hb)):
+        raise ValueError(f"cache.has_bias: expected a pair of bools, got {hb!r:.80}")
+    for name in ("reverse", "zero_output_for_mask"):
+        if not isinstance(getattr(cache, name), bool):
+            raise ValueError(f"cache.{name}: expected a bool, got {getattr(cache, name)!r:.80}")
+    if cache.mask is not None:
+        _cache_array("mask", cache.mask, np.dtype(bool), (T, N))
+    if cache.rd is not None:
+        _cache_array("rd", cache.rd, dt, (N, H))
+    if isinstance(cache, RNNCache) and cache.nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"cache.nonlinearity: expected 'tanh' or 'relu', got {cache.nonlinearity!r:.80}")
+    if isinstance(cache, LSTMCache):
+        _cache_array("c_states", cache.c_states, dt, (T + 1, N, H))
+        _cache_array("gates", cache.gates, dt, (T, N, 4 * H))
+    if isinstance(cache, GRUCache):
+        _cache_array("gates", cache.gates, dt, (T, N, 3 * H))
+        _cache_array("hn", cache.hn, dt, (T, N, H))
 
 
 def _grad_arg(name: str, a, like: Array, shape) -> Optional[Array]:
@@ -257,7 +306,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
     ``need_dx=False`` skips the input gradient (``dx`` is ``None``): one GEMM less, for a
     first layer whose input is data.
     """
-    _check_cache(cache, RNNCache, "rnn_forward")
+    _check_cache(cache, RNNCache, "rnn_forward", 1)
     T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
     dy = _grad_arg("dy", dy, cache.x, (T, N, H))
     if dy is None:
@@ -310,7 +359,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
     dy: [T, N, H], dh_n, dc_n: [N, H] (``None`` = zeros)
     -> dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db_ih, db_hh: [4H]
     """
-    _check_cache(cache, LSTMCache, "lstm_forward")
+    _check_cache(cache, LSTMCache, "lstm_forward", 4)
     T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
     dy = _grad_arg("dy", dy, cache.x, (T, N, H))
     if dy is None:
@@ -363,7 +412,7 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
     dy: [T, N, H], dh_n: [N, H] (``None`` = zeros)
     -> dx: [T, N, C], dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
     """
-    _check_cache(cache, GRUCache, "gru_forward")
+    _check_cache(cache, GRUCache, "gru_forward", 3)
     T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
     dy = _grad_arg("dy", dy, cache.x, (T, N, H))
     if dy is None:

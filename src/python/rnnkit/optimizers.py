@@ -34,13 +34,14 @@ LearningRate = Union[float, _schedules.LearningRateSchedule]
 
 def _fused_ok(var: np.ndarray, *arrays: Optional[np.ndarray]) -> bool:
     """Whether a compiled update rule can run in place on these arrays: every one (``None``
-    entries aside) a C-contiguous float32/float64 ndarray of var's dtype and shape, var writeable."""
+    entries aside) a C-contiguous, aligned float32/float64 ndarray of var's dtype and shape, var
+    writeable."""
     if type(var) is not np.ndarray or var.dtype.type not in (np.float32, np.float64):
         return False
-    if not (var.flags.c_contiguous and var.flags.writeable):
+    if not (var.flags.c_contiguous and var.flags.writeable and var.flags.aligned):
         return False
     return all(a is None or (type(a) is np.ndarray and a.dtype == var.dtype and a.shape == var.shape
-                             and a.flags.c_contiguous) for a in arrays)
+                             and a.flags.c_contiguous and a.flags.aligned) for a in arrays)
 
 
 def _opt_float(name: str, v: Any, *, positive: bool = False, lo: Optional[float] = None,

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import as_float_array, check_positive_int
+from rnnkit._checks import as_float_array, check_fits_memory, check_positive_int
 
 __all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
 
@@ -50,6 +50,11 @@ class _Stream:
             raise ValueError(f"w_ih: expected shape ({G * H}, C), got {w_ih.shape}")
         b_ih = None if b_ih is None else as_float_array("b_ih", b_ih, dt)
         b_hh = None if b_hh is None else as_float_array("b_hh", b_hh, dt)
+        # the state and one-step workspaces, about N * H * (2G + 4) items, checked before C++
+        # allocates anything
+        check_fits_memory("batch_size", batch_size,
+                          float(batch_size) * H * (2 * G + 4) * dt.itemsize,
+                          f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
         self._impl = impl_cls(self._kind, w_ih, w_hh, b_ih, b_hh, batch_size, nonlinearity)
         self.dtype = dt
