@@ -56,6 +56,19 @@ def _rewrite_header(path, header, data, n):
         f.write(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
 
 
+def _rechecksum(path):
+    """Recomputes the checksum of an edited file (what a deliberate tamperer would do)."""
+    from safetensors.numpy import load, save
+
+    from rnnkit.serialization import _checksum
+
+    data, n, header = _header(path)
+    meta = header["__metadata__"]
+    tensors = load(data)
+    meta["checksum"] = _checksum(tensors, meta)
+    Path(path).write_bytes(save(tensors, metadata=meta))
+
+
 # ---- round trips ----------------------------------------------------------------------------------
 
 def test_round_trip_gives_identical_predictions_and_training(saved):
@@ -160,6 +173,11 @@ def test_tampered_shape_same_size(saved):
     assert header[name]["shape"] == [24, 3]
     header[name]["shape"] = [3, 24]  # same byte count, transposed
     _rewrite_header(path, header, data, n)
+    # the checksum covers the shapes: it is verified before the architecture is even read
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_model(path)
+    # a tamperer who also recomputes the (unkeyed) checksum meets the shape check
+    _rechecksum(path)
     with pytest.raises(ValueError, match=rf"tensor '{name}': expected shape \(24, 3\) .* got \(3, 24\)"):
         load_model(path)
 

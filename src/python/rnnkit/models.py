@@ -10,6 +10,7 @@ loss and the metrics.
 from __future__ import annotations
 
 import itertools
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +19,7 @@ import numpy as np
 from rnnkit import losses as _losses
 from rnnkit import metrics as _metrics
 from rnnkit import optimizers as _optimizers
+from rnnkit._threads import PerThread
 from rnnkit.callbacks import Callback, History
 from rnnkit.layers.base import Layer
 
@@ -67,9 +69,10 @@ class FeedForwardNetwork:
     ``Embedding``, which has no input gradient).
     """
 
+    output_mask = PerThread("the mask after the last layer, from this thread's last forward")
+
     def __init__(self, layers: Optional[Sequence[Layer]] = None) -> None:
         self.layers: List[Layer] = _check_layers(layers)
-        self.output_mask: Optional[np.ndarray] = None
 
     # ---- running ------------------------------------------------------------------------------
     def forward(self, x: Any, mask: Optional[np.ndarray] = None, training: bool = False) -> np.ndarray:
@@ -185,14 +188,22 @@ class RecurrentNetwork(FeedForwardNetwork):
     sets :attr:`d_initial_state` (same structure as ``state``).
     """
 
+    d_initial_state = PerThread("initial-state gradients from this thread's last backward")
+
     def __init__(self, layers: Optional[Sequence[Layer]] = None) -> None:
         super().__init__(layers)
-        self.d_initial_state: Optional[List[Any]] = None
+        # forward/backward switch the layers' return_state for the call: one call at a time
+        self._call_lock = threading.RLock()
 
     def forward(self, x: Any, state: Optional[Sequence[Any]] = None,  # type: ignore[override]
                 mask: Optional[np.ndarray] = None, training: bool = False
                 ) -> Tuple[np.ndarray, List[Optional[List[np.ndarray]]]]:
         """Runs the layers; returns ``(output, final_state)``."""
+        with self._call_lock:
+            return self._forward(x, state, mask, training)
+
+    def _forward(self, x: Any, state: Optional[Sequence[Any]], mask: Optional[np.ndarray],
+                 training: bool) -> Tuple[np.ndarray, List[Optional[List[np.ndarray]]]]:
         if not self.layers:
             raise ValueError("layers: the network has no layers")
         if state is None:
@@ -226,6 +237,10 @@ class RecurrentNetwork(FeedForwardNetwork):
     def backward(self, d_out: Any, d_state: Optional[Sequence[Any]] = None) -> Optional[np.ndarray]:
         """Gradient w.r.t. ``x`` from the gradient w.r.t. the output and (optionally) w.r.t. the
         returned final states (``d_state``: one entry per layer, None = zeros)."""
+        with self._call_lock:
+            return self._backward(d_out, d_state)
+
+    def _backward(self, d_out: Any, d_state: Optional[Sequence[Any]]) -> Optional[np.ndarray]:
         if d_state is None:
             d_state = [None] * len(self.layers)
         elif not isinstance(d_state, (list, tuple)) or len(d_state) != len(self.layers):

@@ -34,6 +34,7 @@ import numpy as np
 
 from rnnkit import functional as F
 from rnnkit._checks import FLOAT_DTYPES, as_mask, check_positive_int
+from rnnkit._threads import GRAD_LOCK, PerThread
 
 __all__ = ["Parameter", "Module", "RNN", "LSTM", "GRU", "Linear", "IncompatibleKeys"]
 
@@ -115,13 +116,15 @@ def _expect_shape(name: str, a: Array, shape: Tuple[int, ...], what: str) -> Non
 
 
 def _accumulate(p: Parameter, g: Optional[Array]) -> None:
-    """``p.grad += g`` (autograd's accumulation); the first gradient is stored as a copy."""
+    """``p.grad += g`` (autograd's accumulation); the first gradient is stored as a copy. Atomic
+    with respect to other threads (:data:`rnnkit._threads.GRAD_LOCK`)."""
     if g is None or not p.requires_grad:
         return
-    if p.grad is None:
-        p.grad = np.array(g, dtype=p.data.dtype, copy=True)
-    else:
-        p.grad += g
+    with GRAD_LOCK:
+        if p.grad is None:
+            p.grad = np.array(g, dtype=p.data.dtype, copy=True)
+        else:
+            p.grad += g
 
 
 def _addindent(s: str, n: int) -> str:
@@ -530,6 +533,8 @@ class Linear(Module):
     - output ``[*, out_features]``
     """
 
+    _last_x = PerThread("the input of this thread's last forward")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
         super().__init__()
@@ -607,7 +612,13 @@ class _LastForward(NamedTuple):
 
 
 class _RNNBase(Module):
-    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+
+    What a forward keeps for backward is per thread: several threads may share one module and
+    each backpropagate its own forward; gradients accumulate under a lock.
+    """
+
+    _last = PerThread("what this thread's last forward keeps for backward")
 
     _gates = 1
     _n_states = 1  # 2 for LSTM (h, c)

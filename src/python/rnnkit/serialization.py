@@ -31,7 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 import numpy as np
@@ -94,16 +97,89 @@ def _file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
+# Temporary files of a save: ".<target name>.rnnkit-<pid>-<random>.tmp" beside the target.
+_TMP_TAG = ".rnnkit-"
+_IN_FLIGHT: set = set()          # temporary files this process is writing now
+_IN_FLIGHT_LOCK = threading.Lock()
+_LEGACY_TMP_AGE = 3600.0         # seconds: older unnamed temporaries of an earlier rnnkit are stale
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (conservatively True where that cannot be told)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, AttributeError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str) -> List[str]:
+    """Deletes the temporary files that earlier saves to ``path`` left behind when they were
+    killed (``kill -9``, power loss): those of this naming pattern whose process is gone (or, from
+    this process, that no save is writing now), and unnamed ones of an earlier rnnkit that are
+    over an hour old. Returns the names removed. A save in progress in another live process is
+    never touched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    prefix = "." + base + "."
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        full = os.path.join(directory, name)
+        middle = name[len(prefix) - 1:-len(".tmp")]
+        if middle.startswith(_TMP_TAG):
+            pid_part = middle[len(_TMP_TAG):].split("-", 1)[0]
+            if not pid_part.isdigit():
+                continue
+            pid = int(pid_part)
+            if pid == os.getpid():
+                with _IN_FLIGHT_LOCK:
+                    stale = full not in _IN_FLIGHT
+            else:
+                stale = not _pid_alive(pid)
+        else:
+            # mkstemp's ".<name>.XXXXXXXX.tmp" from rnnkit 0.1.0 (no pid to ask)
+            if len(middle) != 9 or not middle[1:].replace("_", "").isalnum():
+                continue
+            try:
+                stale = now - os.stat(full).st_mtime > _LEGACY_TMP_AGE
+            except OSError:
+                continue
+        if stale:
+            try:
+                os.unlink(full)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically: a temporary file in the same directory, flushed
     and fsync'ed, then ``os.replace``'d onto ``path``. On any error the temporary file is removed
-    and ``path`` is untouched."""
+    and ``path`` is untouched; temporaries that killed saves left behind are removed first
+    (:func:`remove_stale_temporaries`)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"filepath: directory {directory!r} does not exist")
+    remove_stale_temporaries(path)
     mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}{_TMP_TAG}{os.getpid()}-",
+                               suffix=".tmp", dir=directory)
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data)
@@ -117,6 +193,9 @@ def atomic_write(path: str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    finally:
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.discard(tmp)
     try:  # make the rename itself durable where the platform allows it
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -196,19 +275,79 @@ def save_weights(model: "Sequential", filepath: str) -> None:
 
 # ---- reading -----------------------------------------------------------------------------------
 
+# What a file may make the loader do, besides what its own size already bounds.
+MAX_HEADER_BYTES = 100 << 20   # the safetensors JSON header
+MAX_JSON_DEPTH = 64            # nesting of any JSON value (header, metadata entries)
+MAX_TENSORS = 100_000          # tensors in one file
+
+
+def _json_depth_ok(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` (parsed JSON) nests at most ``limit`` levels (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return True
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file (a FIFO, a device, a directory or a
+    socket raises ValueError without blocking or reading). Reads at most the size the file had
+    when opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except IsADirectoryError:
+        raise ValueError(f"{path}: not a regular file (a directory)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                    else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                    else "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+            raise ValueError(f"{path}: not a regular file ({kind}); rnnkit reads models only from "
+                             "regular files")
+        size = st.st_size
+        chunks = []
+        left = size
+        while left > 0:
+            b = os.read(fd, min(left, _CHUNK * 16))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 class _File:
-    """A parsed, validated rnnkit safetensors file."""
+    """A parsed and verified rnnkit safetensors file.
+
+    Order of the checks, so that a damaged or hostile file costs no more than its own size: the
+    file must be a regular file; the header is read within bounds (length, nesting depth, tensor
+    count, every shape and offset inside the file); the tensors must tile the data exactly; the
+    checksum must match. Only then does anyone look at the architecture, and a model is built from
+    it only under :func:`rnnkit.layers.base.restoring_weights`, which lets its layers create no
+    more parameter bytes than the file holds (and runs no initializer).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = os.fspath(path)
-        with open(self.path, "rb") as f:
-            data = f.read()
+        if not isinstance(self.path, str):
+            self.path = os.fsdecode(self.path)
+        data = _read_regular_file(self.path)
         self.metadata, self.tensors = self._parse(data)
+        self.tensor_bytes = sum(int(t.nbytes) for t in self.tensors.values())
 
     def fail(self, msg: str) -> ValueError:
         return ValueError(f"{self.path}: {msg}")
 
-    def _parse(self, data: bytes) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
+    def _header(self, data: bytes) -> Tuple[Dict[str, Any], int]:
         if len(data) < 8:
             raise self.fail(f"not an rnnkit model file: {len(data)} bytes is too short for a "
                             "safetensors header (truncated?)")
@@ -216,47 +355,75 @@ class _File:
         if n > len(data) - 8:
             raise self.fail(f"truncated or not a safetensors file: the header claims {n} bytes but "
                             f"only {len(data) - 8} follow")
+        if n > MAX_HEADER_BYTES:
+            raise self.fail(f"the header claims {n} bytes, more than the {MAX_HEADER_BYTES} rnnkit reads")
         try:
             header = json.loads(data[8:8 + n].decode("utf-8"))
+        except RecursionError:
+            raise self.fail(f"the safetensors header nests deeper than {MAX_JSON_DEPTH} levels") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise self.fail(f"not an rnnkit model file: the safetensors header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
             raise self.fail("not an rnnkit model file: the safetensors header is not a JSON object")
+        if not _json_depth_ok(header, MAX_JSON_DEPTH):
+            raise self.fail(f"the safetensors header nests deeper than {MAX_JSON_DEPTH} levels")
+        return header, n
+
+    def _parse(self, data: bytes) -> Tuple[Dict[str, str], Dict[str, np.ndarray]]:
+        header, n = self._header(data)
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else None
-            raise self.fail(f"not an rnnkit model file: expected metadata format {FORMAT!r}, got {got!r}")
-        try:
-            version = int(meta.get("format_version", ""))
-        except ValueError:
-            raise self.fail(f"invalid format_version {meta.get('format_version')!r}") from None
+            raise self.fail(f"not an rnnkit model file: expected metadata format {FORMAT!r}, got {got!r:.80}")
+        bad = [k for k, v in meta.items() if not isinstance(v, str)]
+        if bad:
+            raise self.fail(f"metadata {bad[0]!r}: expected a string, got {type(meta[bad[0]]).__name__}")
+        fv = meta.get("format_version", "")
+        if not (fv.isdigit() and len(fv) < 10):
+            raise self.fail(f"invalid format_version {fv!r:.80}: expected a positive integer")
+        version = int(fv)
         if version > FORMAT_VERSION or version < 1:
             raise self.fail(f"format version {version} is not supported (this rnnkit reads versions "
                             f"1 to {FORMAT_VERSION}); upgrade rnnkit")
-        data_len = len(data) - 8 - n
-        end = 0
+        if len(header) > MAX_TENSORS:
+            raise self.fail(f"the header lists {len(header)} tensors, more than the {MAX_TENSORS} rnnkit reads")
+        base = 8 + n
+        data_len = len(data) - base
+        spans: List[Tuple[int, int, str]] = []
+        tensors: Dict[str, np.ndarray] = {}
         for name, info in header.items():
             try:
-                lo, hi = (int(v) for v in info["data_offsets"])
-                shape = [int(s) for s in info["shape"]]
                 dt = np.dtype(_DTYPES[info["dtype"]])
+                shape = [s for s in info["shape"]]
+                lo, hi = info["data_offsets"]
             except (KeyError, TypeError, ValueError):
-                raise self.fail(f"corrupted header entry for tensor {name!r}: {info!r:.200}") from None
-            if hi - lo != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or lo < 0 or hi < lo:
-                raise self.fail(f"tensor {name!r}: shape {shape} ({info['dtype']}) does not match its "
-                                f"{hi - lo} bytes of data (tampered or corrupted header)")
-            end = max(end, hi)
-        if end > data_len:
-            raise self.fail(f"truncated: the tensors need {end} bytes of data, the file holds {data_len}")
-        if end < data_len:
-            raise self.fail(f"corrupted: {data_len - end} unexpected bytes after the tensor data")
-        from safetensors.numpy import load
-
-        try:
-            tensors = load(data)
-        except Exception as e:  # safetensors raises its own error type
-            raise self.fail(f"corrupted tensor data ({type(e).__name__}: {e})") from None
-        self._checksum_ok = meta.get("checksum") == _checksum(tensors, meta)
+                raise self.fail(f"corrupted header entry for tensor {name!r:.80}: {info!r:.200}") from None
+            ints = [v for v in shape + [lo, hi] if isinstance(v, int) and not isinstance(v, bool)]
+            if len(ints) != len(shape) + 2 or min(ints) < 0 or max(ints) > data_len:
+                raise self.fail(f"tensor {name!r:.80}: shape {shape!r:.80} or offsets {[lo, hi]!r:.80} "
+                                f"are not integers within the file's {data_len} bytes of data")
+            count = 1
+            for d in shape:
+                count *= d  # Python ints: no overflow
+            if hi < lo or hi - lo != count * dt.itemsize:
+                raise self.fail(f"tensor {name!r:.80}: shape {shape} ({info['dtype']}) does not match "
+                                f"its {hi - lo} bytes of data (tampered or corrupted header)")
+            spans.append((lo, hi, name))
+            tensors[name] = np.frombuffer(data, dtype=dt.newbyteorder("<"), count=count,
+                                          offset=base + lo).reshape(shape)
+        spans.sort()
+        at = 0
+        for lo, hi, name in spans:
+            if lo != at:
+                raise self.fail(f"corrupted: tensor {name!r:.80} starts at byte {lo} of the data, "
+                                f"expected {at} (overlapping or gapped tensors)")
+            at = hi
+        if at < data_len:
+            raise self.fail(f"corrupted: {data_len - at} unexpected bytes after the tensor data")
+        if meta.get("checksum") != _checksum(tensors, meta):
+            raise self.fail("checksum mismatch: the file was modified or corrupted after saving")
+        # native byte order, writable copies only once verified (the file's own size bounds them)
+        tensors = {k: np.array(v, dtype=v.dtype.newbyteorder("=")) for k, v in tensors.items()}
         return meta, tensors
 
     def json(self, key: str) -> Any:
@@ -264,13 +431,14 @@ class _File:
         if raw is None:
             return None
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
+        except RecursionError:
+            raise self.fail(f"metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels") from None
         except json.JSONDecodeError as e:
             raise self.fail(f"metadata {key!r} is not valid JSON ({e})") from None
-
-    def verify_checksum(self) -> None:
-        if not self._checksum_ok:
-            raise self.fail("checksum mismatch: the file was modified or corrupted after saving")
+        if not _json_depth_ok(value, MAX_JSON_DEPTH):
+            raise self.fail(f"metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels")
+        return value
 
     def assign_weights(self, model: "Sequential") -> None:
         """Checks every saved layer against ``model`` (position, class, keys, shapes, dtypes),
@@ -288,16 +456,17 @@ class _File:
             except (KeyError, TypeError):
                 raise self.fail(f"metadata 'layers'[{i}] is malformed") from None
             if scls != type(layer).__name__:
-                raise self.fail(f"layer {i}: saved as {scls} {sname!r}, the model has "
+                raise self.fail(f"layer {i}: saved as {str(scls)[:80]} {str(sname)[:80]!r}, the model has "
                                 f"{type(layer).__name__} {layer.name!r}")
             if not isinstance(sparams, dict) or set(sparams) != set(layer.params):
-                raise self.fail(f"layer {i} ({layer.name!r}): saved parameters {sorted(sparams)}, the "
-                                f"layer has {sorted(layer.params)}")
+                raise self.fail(f"layer {i} ({layer.name!r}): saved parameters "
+                                f"{sorted(map(str, sparams)) if isinstance(sparams, dict) else sparams!r:.200}, "
+                                f"the layer has {sorted(layer.params)}")
             for k, p in layer.params.items():
                 tname = f"{sname}/{k}"
                 t = self.tensors.get(tname)
                 if t is None:
-                    raise self.fail(f"missing tensor {tname!r}")
+                    raise self.fail(f"missing tensor {tname!r:.120}")
                 if t.shape != p.shape:
                     raise self.fail(f"tensor {tname!r}: expected shape {p.shape} for layer "
                                     f"{layer.name!r}, got {t.shape} (tampered or incompatible file)")
@@ -305,7 +474,6 @@ class _File:
                     raise self.fail(f"tensor {tname!r}: expected dtype {p.dtype} for layer "
                                     f"{layer.name!r}, got {t.dtype}")
                 plan.append((p, t))
-        self.verify_checksum()
         for p, t in plan:
             p[...] = t
 
@@ -318,6 +486,7 @@ def load_model(filepath: str, compile: bool = True) -> "Sequential":
     ------
     The model is built for the saved input shape.
     """
+    from rnnkit.layers.base import restoring_weights
     from rnnkit.models import Sequential
 
     f = _File(filepath)
@@ -328,8 +497,10 @@ def load_model(filepath: str, compile: bool = True) -> "Sequential":
     if not isinstance(cfg, dict) or cfg.get("class_name") != "Sequential" or not isinstance(cfg.get("config"), dict):
         raise f.fail("metadata 'model_config' is missing or is not a Sequential config")
     try:
-        model = Sequential.from_config(cfg["config"])
-    except (KeyError, TypeError, ValueError) as e:
+        # the architecture may create no more parameter bytes than the file holds
+        with restoring_weights(f.tensor_bytes):
+            model = Sequential.from_config(cfg["config"])
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
         raise f.fail(f"invalid model_config ({type(e).__name__}: {e})") from None
     if not model.built:
         raise f.fail("model_config has no build_input_shape")
@@ -338,10 +509,13 @@ def load_model(filepath: str, compile: bool = True) -> "Sequential":
     if compile and cc is not None:
         try:
             model.compile_from_config(cc)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise f.fail(f"invalid compile_config ({type(e).__name__}: {e})") from None
         iters = f.metadata.get("optimizer_iterations")
         if iters is not None:
+            if not (iters.isdigit() and int(iters) < 2**63):
+                raise f.fail(f"invalid optimizer_iterations {iters!r:.80}: expected an integer "
+                             "in [0, 2**63)")
             state: Dict[str, np.ndarray] = {k[len("optimizer/"):]: v for k, v in f.tensors.items()
                                             if k.startswith("optimizer/")}
             state["iterations"] = np.asarray(int(iters), dtype=np.int64)

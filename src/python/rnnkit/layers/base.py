@@ -22,11 +22,15 @@ Protocol (what containers and the training loop rely on)
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import itertools
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
+
+from rnnkit._threads import GRAD_LOCK, PerThread
 
 Shape = Tuple[Optional[int], ...]
 
@@ -37,6 +41,10 @@ _REGISTRY: Dict[str, Type["Layer"]] = {}
 
 class Layer:
     """Base of all layers.
+
+    What a call keeps for its backward (``_cache``) is per thread (:class:`rnnkit._threads.PerThread`):
+    several threads may call one layer and backpropagate their own calls. Gradients accumulate
+    into :attr:`grads` under :data:`rnnkit._threads.GRAD_LOCK`.
 
     Parameters
     ----------
@@ -50,6 +58,8 @@ class Layer:
     trainable
         When False, the optimizer leaves this layer's parameters alone.
     """
+
+    _cache = PerThread("what the calling thread's last forward keeps for its backward")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,11 +89,32 @@ class Layer:
         self.built = True
 
     def add_weight(self, name: str, shape: Sequence[int], initializer: Any) -> np.ndarray:
-        """Creates parameter ``name`` from ``initializer`` and its zero gradient."""
+        """Creates parameter ``name`` of ``shape`` from ``initializer`` (a name, an
+        :class:`~rnnkit.initializers.Initializer` or any ``f(shape, dtype) -> array``) and its
+        zero gradient. Every parameter of every layer is made here.
+
+        Under :func:`restoring_weights` (a model being loaded from a file) the initializer is not
+        run: the parameter starts at zero, and its bytes are charged to the file's budget first.
+        """
         from rnnkit import initializers
 
-        init = initializers.get(initializer)
-        value = np.ascontiguousarray(init(tuple(shape), dtype=self.dtype), dtype=self.dtype)
+        shape = tuple(int(s) for s in shape)
+        budget = _RESTORE_BUDGET.get()
+        if budget is not None:
+            nbytes = self.dtype.itemsize
+            for s in shape:
+                nbytes *= s
+            if nbytes > budget[0]:
+                raise ValueError(f"{self.name}: weight {name!r} of shape {shape} needs {nbytes} bytes, "
+                                 f"more than the file holds ({budget[0]} bytes left)")
+            budget[0] -= nbytes
+            value = np.zeros(shape, dtype=self.dtype)
+        else:
+            init = initializers.get(initializer) if not callable(initializer) else initializer
+            value = np.ascontiguousarray(init(shape, dtype=self.dtype), dtype=self.dtype)
+            if value.shape != shape:
+                raise ValueError(f"{self.name}: the initializer of {name!r} returned shape "
+                                 f"{value.shape}, expected {shape}")
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
         return value
@@ -130,6 +161,12 @@ class Layer:
         return x
 
     # ---- parameters ---------------------------------------------------------------------------
+    def accumulate_grads(self, grads: Dict[str, np.ndarray]) -> None:
+        """``self.grads[k] += g`` for every entry, as one step with respect to other threads."""
+        with GRAD_LOCK:
+            for k, g in grads.items():
+                self.grads[k] += g
+
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0)
@@ -172,6 +209,24 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+# Bytes of parameters that layers built in this context may still create (None: no limit).
+_RESTORE_BUDGET: contextvars.ContextVar[Optional[List[int]]] = contextvars.ContextVar(
+    "rnnkit_restore_budget", default=None)
+
+
+@contextlib.contextmanager
+def restoring_weights(max_bytes: int) -> Iterator[None]:
+    """Within this context, building a layer creates zero parameters without running any
+    initializer, and all layers built in it together may create at most ``max_bytes`` of
+    parameters (``ValueError`` beyond): what a loader uses so that a file can never make rnnkit
+    allocate more than the file itself holds."""
+    token = _RESTORE_BUDGET.set([int(max_bytes)])
+    try:
+        yield
+    finally:
+        _RESTORE_BUDGET.reset(token)
 
 
 def _snake(name: str) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 
 from rnnkit import activations, initializers
 from rnnkit._rows import sum_rows_of_matrix
+from rnnkit._threads import GRAD_LOCK
 from rnnkit._checks import as_float_array, check_positive_int, check_shape
 from rnnkit.layers.base import Layer, Shape
 
@@ -86,9 +87,10 @@ class Dense(Layer):
         dy = _grad(self, d_out, y.shape)
         dz = self.activation.backward(dy, y)
         dz2 = dz.reshape(-1, self.units)
-        self.grads["kernel"] += x.reshape(-1, self.input_dim).T @ dz2
+        pg = {"kernel": x.reshape(-1, self.input_dim).T @ dz2}
         if self.use_bias:
-            self.grads["bias"] += sum_rows_of_matrix(dz2)
+            pg["bias"] = sum_rows_of_matrix(dz2)
+        self.accumulate_grads(pg)
         return dz @ self.params["kernel"].T
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -162,7 +164,8 @@ class Embedding(Layer):
             raise RuntimeError(f"{self.name}: backward called before a forward call")
         x = self._cache
         g = _grad(self, d_out, x.shape + (self.output_dim,))
-        np.add.at(self.grads["embeddings"], x, g)
+        with GRAD_LOCK:
+            np.add.at(self.grads["embeddings"], x, g)
         return None
 
     def compute_mask(self, x: Any, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:

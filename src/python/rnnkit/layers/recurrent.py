@@ -45,6 +45,7 @@ not applied.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +54,7 @@ from rnnkit import activations, initializers
 from rnnkit import functional as F
 from rnnkit._checks import as_float_array, check_positive_int, check_shape
 from rnnkit.layers._gru_v1 import gru_v1_backward, gru_v1_forward
+from rnnkit._threads import PerThread
 from rnnkit.layers.base import Layer, Shape, check_mask
 
 __all__ = ["SimpleRNN", "LSTM", "GRU"]
@@ -75,6 +77,9 @@ def _swap_zr(a: np.ndarray, units: int) -> np.ndarray:
 
 class _RNN(Layer):
     """Shared machinery of the recurrent layers (see the module documentation)."""
+
+    d_initial_state = PerThread("gradients w.r.t. the initial states from this thread's last backward")
+    last_dropout_masks = PerThread("(input mask, recurrent mask) of this thread's last call")
 
     _CELL = ""
     _GATES = 1
@@ -107,9 +112,7 @@ class _RNN(Layer):
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.input_dim: Optional[int] = None
         self.states: Optional[List[np.ndarray]] = None
-        self.d_initial_state: Optional[List[np.ndarray]] = None
-        self.last_dropout_masks: Tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
-        self._cache: Optional[Tuple[Any, ...]] = None
+        self._states_lock = threading.Lock()
 
     # ---- parameters in Keras layout ------------------------------------------------------------
     def _bias_shape(self) -> Tuple[int, ...]:
@@ -149,12 +152,28 @@ class _RNN(Layer):
             raise ValueError(f"{self.name}: input_shape: the feature size must be known, got {input_shape}")
         self.input_dim = check_positive_int("input features", C)
         C, U, G = self.input_dim, self.units, self._GATES
-        kernel = np.asarray(self.kernel_initializer((C, G * U), dtype=self.dtype), dtype=self.dtype)
-        recurrent = np.asarray(self.recurrent_initializer((U, G * U), dtype=self.dtype), dtype=self.dtype)
-        bias = np.asarray(self._init_bias(), dtype=self.dtype) if self.use_bias else None
-        for k, v in self._to_internal(kernel, recurrent, bias).items():
-            self.params[k] = np.ascontiguousarray(v, dtype=self.dtype)
-            self.grads[k] = np.zeros_like(self.params[k])
+        internal: Dict[str, np.ndarray] = {}
+
+        def init(key: str) -> Any:
+            # the Keras-layout initializers run once, on first use, then convert to the kernels'
+            # layout (never when the weights are being restored from a file)
+            def make(shape: Tuple[int, ...], dtype: Any = None) -> np.ndarray:
+                if not internal:
+                    kernel = np.asarray(self.kernel_initializer((C, G * U), dtype=self.dtype), dtype=self.dtype)
+                    recurrent = np.asarray(self.recurrent_initializer((U, G * U), dtype=self.dtype),
+                                           dtype=self.dtype)
+                    bias = np.asarray(self._init_bias(), dtype=self.dtype) if self.use_bias else None
+                    internal.update(self._to_internal(kernel, recurrent, bias))
+                return internal[key]
+            return make
+
+        shapes = {"w_ih": (G * U, C), "w_hh": (G * U, U)}
+        if self.use_bias:
+            shapes["b_ih"] = (G * U,)
+            if self._bias_shape() == (2, G * U):
+                shapes["b_hh"] = (G * U,)
+        for k, shape in shapes.items():
+            self.add_weight(k, shape, init(k))
         self.built = True
 
     def get_weights(self) -> List[np.ndarray]:
@@ -242,6 +261,14 @@ class _RNN(Layer):
 
     def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
              training: bool = False) -> Any:
+        if not self.stateful:
+            return self._call(x, mask, initial_state, training)
+        # a stateful layer's calls are a sequence: each starts from the last one's final states
+        with self._states_lock:
+            return self._call(x, mask, initial_state, training)
+
+    def _call(self, x: np.ndarray, mask: Optional[np.ndarray], initial_state: Any,
+              training: bool) -> Any:
         if x.ndim != 3:
             raise ValueError(f"{self.name}: x: expected 3 dimensions (batch, timesteps, features), "
                              f"got shape {x.shape}")
@@ -306,8 +333,7 @@ class _RNN(Layer):
         d_states = [None if s is None else self._grad_array(f"d_state[{i}]", s, (N, U))
                     for i, s in enumerate(d_states)]
         dx, d_init, pgrads = self._run_backward(cache, dy, d_states)
-        for k, g in pgrads.items():
-            self.grads[k] += g
+        self.accumulate_grads(pgrads)
         self.d_initial_state = d_init
         if dx is None:  # needs_input_grad is False: the caller wants no input gradient
             return None
