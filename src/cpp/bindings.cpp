@@ -129,6 +129,7 @@ class KernelCall {
     // a Ctrl-C that arrived before this call was handled by Python already
     if (on) rnnkit::interrupt_flag().store(false);
     rnnkit::interruptible_here() = on;
+    rnnkit::widest_lease_here() = 0;
   }
   ~KernelCall() { rnnkit::interruptible_here() = false; }
   KernelCall(const KernelCall&) = delete;
@@ -599,6 +600,10 @@ PYBIND11_MODULE(_core, m) {
     ps.default_handler = signal.attr("default_int_handler");
     ps.sigint = signal.attr("SIGINT");
   }
+  // all parallelism is rnnkit's own (leased), never Eigen's
+  Eigen::setNbThreads(1);
+  // test hook: the most threads the calling thread's last kernel call used (see core.h)
+  m.def("_threads_of_last_call", []() { return rnnkit::widest_lease_here(); });
   // test hook: whether a SIGINT now reaches the kernels (see interrupt.h)
   m.def("_watch_sigint", &rnnkit::watch_sigint);
   def_kernels<float>(m);

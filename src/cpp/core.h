@@ -142,8 +142,9 @@ inline void for_packets(Index n, Op&& op) {
 //   * Kernels running at the same time from several Python threads share that count: each takes a
 //     ThreadLease (its calling thread plus as many workers as are free), so the process never runs
 //     more kernel threads than the setting (no oversubscription).
-//   * Eigen's GEMMs inside a parallel region run on one thread (Eigen does not nest); our own
-//     pointwise passes run between GEMMs, never inside one.
+//   * Eigen's own GEMM threading is off (Eigen::setNbThreads(1) when the module loads): every
+//     parallel product goes through gemm_parallel or a time loop, under a lease; our pointwise
+//     passes run between GEMMs, never inside one.
 // ---------------------------------------------------------------------------------------------
 
 // Largest accepted thread count: 4x the cores (oversubscribing a machine further only loses time,
@@ -178,13 +179,18 @@ inline void set_num_threads(int n) {
                                             std::to_string(max_threads()) +
                                             "] (4x the cores), got " + std::to_string(n));
   thread_setting().store(n);
-  // Eigen's own thread count is a process-wide static as well
-  Eigen::setNbThreads(n);
 }
 
 // Threads of the process-wide setting held by running kernels (their calling threads included).
 inline std::atomic<int>& threads_in_use() {
   static std::atomic<int> n{0};
+  return n;
+}
+
+// The most threads any lease of the calling thread's current kernel call got (a test hook: it
+// shows that the process-wide setting reaches kernels called from every Python thread).
+inline int& widest_lease_here() {
+  thread_local int n = 0;
   return n;
 }
 
@@ -201,6 +207,7 @@ class ThreadLease {
       extra = std::max(0, std::min(want - 1, limit - cur - 1));
     } while (!used.compare_exchange_weak(cur, cur + 1 + extra, std::memory_order_acq_rel));
     count_ = 1 + extra;
+    widest_lease_here() = std::max(widest_lease_here(), count_);
   }
   ~ThreadLease() { threads_in_use().fetch_sub(count_, std::memory_order_acq_rel); }
   ThreadLease(const ThreadLease&) = delete;

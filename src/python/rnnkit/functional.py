@@ -194,7 +194,8 @@ def _cache_array(name: str, a, dtype, shape) -> None:
         raise ValueError(f"cache.{name}: expected an array of shape {_shape_str(shape)}, got "
                          f"{type(a).__name__}")
     if a.dtype != dtype or a.shape != tuple(shape) or not a.flags.c_contiguous or not a.flags.aligned:
-        raise ValueError(f"cache.{name}: expected a C-contiguous {dtype} array of shape "
+        raise ValueError(f"cache.{name}: expected a C-contiguous {dtype} array "
+                         f"{'(the dtype of cache.x) ' if name not in ('x', 'mask') else ''}of shape "
                          f"{_shape_str(shape)}, got {a.dtype} {_shape_str(a.shape)}"
                          f"{'' if a.flags.c_contiguous and a.flags.aligned else ' (not C-contiguous/aligned)'}")
 
