@@ -48,13 +48,13 @@ def test_fit_with_first_layer_skipping_dx_learns_the_same_weights():
     # b: the same training by hand, with the input gradient computed by the first layer
     for _ in range(2):
         for i in range(0, 64, 16):
-            out, mask = b._run(X[i:i + 16], training=True)
-            _, d = b.loss.logits_value_and_grad(Y[i:i + 16], out, logits=None, mask=None)
+            trace = b.run(b.prepare_inputs(X[i:i + 16]), training=True, input_grads=True)
+            assert b.fusable_activation(0) == b.loss.fusable_activation == "softmax"
+            _, d = b.loss.logits_value_and_grad(Y[i:i + 16], trace.outputs[0], mask=None)
             b.zero_grad()
-            dx = b._backward_from_logits(d)
+            (dx,) = b.backprop(trace, [d], logits=[True])
             assert dx is not None and dx.shape == (16, 7, 4)
             params, grads = b.trainable_variables()
             b.optimizer.apply(grads, params)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-12, atol=1e-12)
-    assert a.layers[0].needs_input_grad

@@ -292,7 +292,7 @@ def test_registry_get_and_register():
     assert get("MyDense") is MyDense
     register(MyDense, name="AliasDense")
     assert deserialize({"class_name": "AliasDense", "config": {"units": 2}}).units == 2
-    with pytest.raises(ValueError, match="class_name: unknown layer class 'Nope'"):
+    with pytest.raises(ValueError, match="config: unknown layer class 'Nope'"):
         deserialize({"class_name": "Nope", "config": {}})
     with pytest.raises(ValueError, match="config: expected a dict with 'class_name'"):
         deserialize({"config": {}})

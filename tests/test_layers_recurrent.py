@@ -505,7 +505,7 @@ def grad_check(layer: Layer, x, *, mask=None, initial_state=None, training=False
 
     def run():
         if reseed is not None:
-            layer._rng = np.random.default_rng(reseed)
+            layer.rng = np.random.default_rng(reseed)
         return listify(layer(x, mask=mask, initial_state=initial_state, training=training))
 
     outs = run()

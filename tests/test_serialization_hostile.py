@@ -246,7 +246,7 @@ _SAVER = textwrap.dedent("""
         mv = memoryview(data)
         for i in range(0, len(mv), 1 << 20):
             f.write(mv[i:i + (1 << 20)])
-            time.sleep(0.005)
+            time.sleep(0.02)
     serialization._write_all = write_slowly
     print("go", flush=True)
     while True:
@@ -263,7 +263,7 @@ def test_kill_9_during_saves_leaves_no_temporaries_after_the_next_save(tmp_path)
         with subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE,
                               text=True) as p:
             assert p.stdout.readline().strip() == "go"
-            time.sleep(0.6)
+            time.sleep(0.3)  # inside the first save (32 chunks x 20 ms)
             p.send_signal(signal.SIGKILL)
             p.wait()
     left = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -3,7 +3,7 @@ the actual shape or dtype."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -85,6 +85,28 @@ def check_finite(name: str, a: np.ndarray) -> None:
         raise ValueError(f"{name}: holds {bad} NaN or infinite value(s)")
 
 
+def check_rate(name: str, v: Any) -> float:
+    """A probability in ``[0, 1)`` (dropout rates): TypeError for non-numbers and bools,
+    ValueError outside the range."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a float in [0, 1), got {type(v).__name__}")
+    v = float(v)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name}: expected a float in [0, 1), got {v}")
+    return v
+
+
+def check_seed(name: str, seed: Any) -> Optional[int]:
+    """None or a non-negative int (a random seed)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}: expected None or an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {seed}")
+    return int(seed)
+
+
 def physical_memory_bytes() -> int:
     """The machine's physical memory (``2**40`` where the platform does not tell)."""
     try:
@@ -109,3 +131,51 @@ def check_positive_int(name: str, v: Any, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
     return int(v)
+
+
+# ---- memory order of 3-D sequences ---------------------------------------------------------------
+# Inside a model, sequences stay time-major between layers: a recurrent layer hands on a batch-major
+# view [N, T, C] of time-major memory [T, N, C]. A layer that works along the last axis (Dense,
+# activations, normalization) computes on the memory as it lies and hands on a view of the same
+# order, so no layer in between copies.
+
+def memory_perm(a: np.ndarray) -> Tuple[int, ...]:
+    """The axis order in which ``a``'s data is C-contiguous with the last axis last: the identity
+    for a C-contiguous array, ``(1, 0, 2)`` for a batch-major view of time-major memory; the
+    identity (a copy will be made) for anything else."""
+    ident = tuple(range(a.ndim))
+    if a.flags.c_contiguous or a.ndim != 3:
+        return ident
+    if a.transpose(1, 0, 2).flags.c_contiguous:
+        return (1, 0, 2)
+    return ident
+
+
+def to_rows(a: np.ndarray, perm: Sequence[int]) -> np.ndarray:
+    """``a`` laid out in ``perm`` order as a 2-D ``[rows, last]`` array (a view when it already
+    lies that way, else one copy).
+
+    Shapes
+    ------
+    a: [..., K] -> [prod(...), K]
+    """
+    m = a.transpose(perm) if tuple(perm) != tuple(range(a.ndim)) else a
+    return np.ascontiguousarray(m).reshape(-1, a.shape[-1])
+
+
+def from_rows(rows: np.ndarray, lead_shape: Sequence[int], perm: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`to_rows`: ``rows`` ``[prod(lead), K]`` (memory in ``perm`` order) as an
+    array of logical shape ``lead_shape + (K,)`` (a view).
+
+    Shapes
+    ------
+    rows: [prod(lead_shape), K] -> [*lead_shape, K]
+    """
+    perm = tuple(perm)
+    k = rows.shape[-1]
+    full = tuple(lead_shape) + (k,)
+    if perm == tuple(range(len(full))):
+        return rows.reshape(full)
+    mem_shape = tuple(full[p] for p in perm)
+    inv = tuple(int(i) for i in np.argsort(perm))
+    return rows.reshape(mem_shape).transpose(inv)

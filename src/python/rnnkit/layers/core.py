@@ -1,5 +1,10 @@
-"""Keras-style non-recurrent layers: :class:`Dense`, :class:`Embedding`, :class:`Dropout`,
-:class:`Masking`."""
+"""Keras-style core layers: :class:`Dense`, :class:`Activation`, :class:`Embedding`,
+:class:`Dropout`, :class:`Masking`.
+
+Dense, Activation and Dropout work on the memory of their input as it lies (see
+:func:`rnnkit._checks.memory_perm`): a batch-major view of time-major memory handed on by a
+recurrent layer goes through them without a copy and comes out in the same order.
+"""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -7,19 +12,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnkit import activations, initializers
+from rnnkit._checks import check_positive_int, check_rate, check_seed, from_rows, memory_perm, to_rows
+from rnnkit._recurrent import dropout_mask
 from rnnkit._rows import sum_rows_of_matrix
 from rnnkit._threads import GRAD_LOCK
-from rnnkit._checks import as_float_array, check_positive_int, check_shape
-from rnnkit.layers.base import Layer, Shape
+from rnnkit.layers.base import Context, Layer, Shape, check_grad
 
-__all__ = ["Dense", "Embedding", "Dropout", "Masking"]
-
-
-def _grad(layer: Layer, a: Any, shape: Tuple[int, ...]) -> np.ndarray:
-    name = f"{layer.name}: d_out"
-    a = np.asarray(as_float_array(name, a), dtype=layer.dtype)
-    check_shape(name, a, shape)
-    return a
+__all__ = ["Dense", "Activation", "Embedding", "Dropout", "Masking"]
 
 
 class Dense(Layer):
@@ -45,6 +44,8 @@ class Dense(Layer):
     ``kernel [C, units]``, ``bias [units]``. The incoming mask passes through.
     """
 
+    supports_masking = True
+
     def __init__(self, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
                  **kwargs: Any) -> None:
@@ -55,7 +56,6 @@ class Dense(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.input_dim: Optional[int] = None
-        self._cache: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def build(self, input_shape: Shape) -> None:
         input_shape = tuple(input_shape)
@@ -68,30 +68,43 @@ class Dense(Layer):
             self.add_weight("bias", (self.units,), self.bias_initializer)
         self.built = True
 
-    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
-             training: bool = False) -> np.ndarray:
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None) -> np.ndarray:
         if x.ndim < 2 or x.shape[-1] != self.input_dim:
             raise ValueError(f"{self.name}: x: expected shape (..., {self.input_dim}), got {x.shape}")
-        z = x @ self.params["kernel"]
+        perm = memory_perm(x)
+        x2 = to_rows(x, perm)
+        # z = x · kernel + bias, on the rows in memory order
+        z = x2 @ self.params["kernel"]
         if self.use_bias:
             z += self.params["bias"]
-        y = self.activation(z)
-        self._cache = (x, y)
-        return y
+        y2 = self.activation(z)
+        ctx.x2, ctx.y2, ctx.perm, ctx.lead = x2, y2, perm, x.shape[:-1]
+        return from_rows(y2, x.shape[:-1], perm)
 
-    def backward(self, d_out: Any) -> np.ndarray:
-        """``dx [..., C]``; accumulates ``kernel`` and ``bias`` gradients."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before a forward call")
-        x, y = self._cache
-        dy = _grad(self, d_out, y.shape)
-        dz = self.activation.backward(dy, y)
-        dz2 = dz.reshape(-1, self.units)
-        pg = {"kernel": x.reshape(-1, self.input_dim).T @ dz2}
+    def _backprop_pre(self, dz2: np.ndarray, ctx: Context) -> Optional[np.ndarray]:
+        """From the gradient w.r.t. the pre-activation rows: kernel and bias gradients, dx."""
+        pg = {"kernel": ctx.x2.T @ dz2}
         if self.use_bias:
             pg["bias"] = sum_rows_of_matrix(dz2)
         self.accumulate_grads(pg)
-        return dz @ self.params["kernel"].T
+        if not ctx.need_input_grad:
+            return None
+        return from_rows(dz2 @ self.params["kernel"].T, ctx.lead, ctx.perm)
+
+    def backprop(self, d_out: Any, ctx: Context) -> Optional[np.ndarray]:
+        """``dx [..., C]``; accumulates ``kernel`` and ``bias`` gradients."""
+        d = check_grad(self, "d_out", d_out, tuple(ctx.lead) + (self.units,))
+        dz2 = self.activation.backward(to_rows(d, ctx.perm), ctx.y2)
+        return self._backprop_pre(dz2, ctx)
+
+    @property
+    def output_activation(self) -> Optional[str]:
+        return self.activation.name
+
+    def backprop_logits(self, d_logits: Any, ctx: Context) -> Optional[np.ndarray]:
+        """Like :meth:`backprop` from the gradient w.r.t. ``x @ kernel + bias``."""
+        d = check_grad(self, "d_logits", d_logits, tuple(ctx.lead) + (self.units,))
+        return self._backprop_pre(to_rows(d, ctx.perm), ctx)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return tuple(input_shape[:-1]) + (self.units,)
@@ -102,6 +115,50 @@ class Dense(Layer):
                     "use_bias": self.use_bias,
                     "kernel_initializer": initializers.serialize(self.kernel_initializer),
                     "bias_initializer": initializers.serialize(self.bias_initializer)})
+        return cfg
+
+
+class Activation(Layer):
+    """Applies an activation function (Keras's ``Activation``).
+
+    Parameters
+    ----------
+    activation
+        A name (``'relu'``, ``'softmax'``, ...) or an :class:`rnnkit.activations.Activation`.
+
+    Shapes
+    ------
+    x: any shape (softmax along the last axis) -> same shape. The incoming mask passes through.
+    """
+
+    supports_masking = True
+
+    def __init__(self, activation: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None) -> np.ndarray:
+        if x.ndim == 0:
+            raise ValueError(f"{self.name}: x: expected at least 1 dimension, got a scalar")
+        perm = memory_perm(x)
+        y2 = self.activation(to_rows(x, perm))
+        ctx.y2, ctx.perm, ctx.lead = y2, perm, x.shape[:-1]
+        return from_rows(y2, x.shape[:-1], perm)
+
+    def backprop(self, d_out: Any, ctx: Context) -> np.ndarray:
+        d = check_grad(self, "d_out", d_out, tuple(ctx.lead) + (ctx.y2.shape[-1],))
+        return from_rows(self.activation.backward(to_rows(d, ctx.perm), ctx.y2), ctx.lead, ctx.perm)
+
+    @property
+    def output_activation(self) -> Optional[str]:
+        return self.activation.name
+
+    def backprop_logits(self, d_logits: Any, ctx: Context) -> np.ndarray:
+        return check_grad(self, "d_logits", d_logits, tuple(ctx.lead) + (ctx.y2.shape[-1],))
+
+    def get_config(self) -> Dict[str, Any]:
+        cfg = super().get_config()
+        cfg["activation"] = activations.serialize(self.activation)
         return cfg
 
 
@@ -135,9 +192,8 @@ class Embedding(Layer):
         self.output_dim = check_positive_int("output_dim", output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
-        self._cache: Optional[np.ndarray] = None
 
-    def _check_input(self, x: Any) -> np.ndarray:
+    def check_inputs(self, x: Any) -> np.ndarray:
         a = x if isinstance(x, np.ndarray) else np.asarray(x)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{self.name}: x: expected an integer array of indices, got dtype {a.dtype}")
@@ -153,28 +209,27 @@ class Embedding(Layer):
         self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)
         self.built = True
 
-    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
-             training: bool = False) -> np.ndarray:
-        self._cache = x
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None) -> np.ndarray:
+        ctx.x = x
         return self.params["embeddings"][x]
 
-    def backward(self, d_out: Any) -> None:
+    def backprop(self, d_out: Any, ctx: Context) -> None:
         """Accumulates the ``embeddings`` gradient (``np.add.at``); returns None."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before a forward call")
-        x = self._cache
-        g = _grad(self, d_out, x.shape + (self.output_dim,))
+        g = check_grad(self, "d_out", d_out, ctx.x.shape + (self.output_dim,))
         with GRAD_LOCK:
-            np.add.at(self.grads["embeddings"], x, g)
+            np.add.at(self.grads["embeddings"], ctx.x, g)
         return None
 
-    def compute_mask(self, x: Any, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    def compute_mask(self, x: Any, mask: Any) -> Optional[np.ndarray]:
         if not self.mask_zero:
             return None
         return np.asarray(x) != 0
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return tuple(input_shape) + (self.output_dim,)
+
+    def output_dtype(self) -> str:
+        return self.dtype.name
 
     def get_config(self) -> Dict[str, Any]:
         cfg = super().get_config()
@@ -205,21 +260,15 @@ class Dropout(Layer):
     x: any shape -> same shape. The incoming mask passes through.
     """
 
+    supports_masking = True
+
     def __init__(self, rate: float, noise_shape: Optional[Sequence[Optional[int]]] = None,
                  seed: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
-            raise TypeError(f"rate: expected a float in [0, 1), got {type(rate).__name__}")
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"rate: expected a float in [0, 1), got {rate}")
-        if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed: expected None or an int, got {type(seed).__name__}")
-        self.rate = float(rate)
+        self.rate = check_rate("rate", rate)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-        self.seed = None if seed is None else int(seed)
-        self._rng = np.random.default_rng(self.seed)
-        self._cache: Optional[np.ndarray] = None
-        self._called = False
+        self.seed = check_seed("seed", seed)
+        self.rng = np.random.default_rng(self.seed)
 
     def _noise_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
         if self.noise_shape is None:
@@ -234,25 +283,18 @@ class Dropout(Layer):
                                  f"input shape {shape}")
         return out
 
-    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
-             training: bool = False) -> np.ndarray:
-        self._called = True
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None) -> np.ndarray:
+        ctx.shape = x.shape
         if not training or self.rate == 0.0:
-            self._cache = None
-            return x.copy()
-        keep = self._rng.random(self._noise_shape(x.shape)) >= self.rate
-        m = (keep / (1.0 - self.rate)).astype(self.dtype)
-        self._cache = m
-        return x * m
+            ctx.m = None
+            return x
+        ctx.m = dropout_mask(self.rng, self.rate, self._noise_shape(x.shape), self.dtype)
+        return x * ctx.m
 
-    def backward(self, d_out: Any) -> np.ndarray:
-        """``d_out`` times the mask of the last call (unchanged after an identity call)."""
-        if not self._called:
-            raise RuntimeError(f"{self.name}: backward called before a forward call")
-        d = np.array(as_float_array(f"{self.name}: d_out", d_out), dtype=self.dtype)
-        if self._cache is None:
-            return d
-        return d * self._cache
+    def backprop(self, d_out: Any, ctx: Context) -> np.ndarray:
+        """``d_out`` times the mask of the call (unchanged after an identity call)."""
+        d = check_grad(self, "d_out", d_out, ctx.shape)
+        return d if ctx.m is None else d * ctx.m
 
     def get_config(self) -> Dict[str, Any]:
         cfg = super().get_config()
@@ -283,29 +325,23 @@ class Masking(Layer):
     def __init__(self, mask_value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mask_value = float(mask_value)
-        self._cache: Optional[np.ndarray] = None
 
     def _keep(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 2:
             raise ValueError(f"{self.name}: x: expected at least 2 dimensions, got shape {x.shape}")
         return np.any(x != self.mask_value, axis=-1)
 
-    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
-             training: bool = False) -> np.ndarray:
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None) -> np.ndarray:
         keep = self._keep(x)
-        self._cache = keep
+        ctx.keep = keep
         return x * keep[..., None].astype(x.dtype)
 
-    def backward(self, d_out: Any) -> np.ndarray:
+    def backprop(self, d_out: Any, ctx: Context) -> np.ndarray:
         """``d_out`` with the masked steps zeroed."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before a forward call")
-        keep = self._cache
-        d = np.asarray(as_float_array(f"{self.name}: d_out", d_out), dtype=self.dtype)
-        check_shape(f"{self.name}: d_out", d, keep.shape + (None,))
-        return d * keep[..., None].astype(self.dtype)
+        d = check_grad(self, "d_out", d_out, ctx.keep.shape + (None,))
+        return d * ctx.keep[..., None].astype(self.dtype)
 
-    def compute_mask(self, x: Any, mask: Optional[np.ndarray]) -> np.ndarray:
+    def compute_mask(self, x: Any, mask: Any) -> np.ndarray:
         return self._keep(np.asarray(x))
 
     def get_config(self) -> Dict[str, Any]:

@@ -1,7 +1,9 @@
 """Keras-style recurrent layers: :class:`SimpleRNN`, :class:`LSTM`, :class:`GRU`.
 
-Inputs are batch-major ``[batch, timesteps, features]`` as in Keras; the layers transpose to the
-kernels' time-major layout and back. Arguments, defaults and semantics follow Keras 3:
+Thin adapters over the one recurrent op, :mod:`rnnkit._recurrent`: they translate Keras's
+arguments, batch-major shapes and weight layout, and keep nothing of a call on the layer (a
+call's state lives in its :class:`~rnnkit.layers.base.Context`). Arguments, defaults and
+semantics follow Keras 3:
 
 - ``return_sequences`` / ``return_state``: the output is ``[N, T, U]`` or ``[N, U]``; with
   ``return_state`` the call returns ``[output, h]`` (``[output, h, c]`` for LSTM).
@@ -13,17 +15,23 @@ kernels' time-major layout and back. Arguments, defaults and semantics follow Ke
   backends do) or zero with ``zero_output_for_mask=True``. The non-sequence output is the last
   element of the output sequence, as in Keras (so with ``zero_output_for_mask=True`` and a
   masked last step it is zero); the returned states are always the carried states.
+- ``initial_state``: a list of ``[N, U]`` arrays (``[h]`` or ``[h, c]``); in a functional model,
+  KerasTensors (e.g. an encoder's ``return_state`` outputs), and gradients flow back into them.
 - ``dropout`` / ``recurrent_dropout``: in training, one inverted-dropout mask per sequence (the
   same at every step), ``[N, C]`` on the inputs and ``[N, U]`` on :math:`h_{t-1}` where it
   enters the recurrent product (the same mask for every gate; GRU's :math:`z h_{t-1}` term uses
   the undropped state). ``seed`` seeds the dropout generator.
 - ``stateful=True``: the final states of a call are the initial states of the next one (batch
   size fixed by the first call); ``reset_state()`` zeroes them. Gradients stop at the call
-  boundary (truncated backpropagation through time).
+  boundary (truncated backpropagation through time). Calls of one stateful layer from several
+  threads run one at a time.
 - ``unroll`` is accepted for Keras configs and has no effect (the kernels are fused loops).
 
-Parameters (``layer.params`` / ``layer.grads`` keys) are kept in the kernels' PyTorch layout so a
-call converts nothing:
+Sequences stay time-major inside: the output sequence is a batch-major *view* of the kernel's
+time-major result, so the next recurrent layer reads it without a copy.
+
+Parameters (``layer.params`` / ``layer.grads`` keys) are kept in the kernels' layout (see
+:mod:`rnnkit._layouts`) so a call converts nothing:
 
 ==========  =====================================================================
 SimpleRNN   ``w_ih [U, C]``, ``w_hh [U, U]``, ``b_ih [U]``
@@ -32,57 +40,36 @@ GRU         ``w_ih [3U, C]``, ``w_hh [3U, U]``, ``b_ih [3U]`` and, with ``reset_
             ``b_hh [3U]`` (row blocks r, z, n)
 ==========  =====================================================================
 
-(no bias keys with ``use_bias=False``). :meth:`get_weights` / :meth:`set_weights` use Keras's
-layout and order: ``[kernel [C, G*U], recurrent_kernel [U, G*U], bias]`` with column blocks
-i, f, c, o (LSTM) or z, r, h (GRU) and a GRU bias of shape ``(2, 3U)`` when ``reset_after``
-(row 0 input, row 1 recurrent) else ``(3U,)``. Initializers are applied in Keras's layout
-(glorot over ``[C, G*U]``, orthogonal over ``[U, G*U]``) and then converted.
+A call's context also carries ``ctx.final_states`` (the final states, also without
+``return_state``), and a caller may set ``ctx.d_final_states`` (gradients w.r.t. them) before
+``backward``: how :class:`~rnnkit.models.RecurrentNetwork` threads states through a stack.
 
-After :meth:`backward`, ``layer.d_initial_state`` holds the gradients w.r.t. the initial states
-(``[dh0]`` or ``[dh0, dc0]``). ``layer.last_dropout_masks`` is the pair (input mask ``[N, C]``,
-recurrent mask ``[N, U]``) of the last call, already scaled by ``1 / (1 - rate)``, each None when
-not applied.
+After :meth:`~rnnkit.layers.base.Layer.backward`, ``layer.d_initial_state`` holds the calling
+thread's gradients w.r.t. the initial states (``[dh0]`` or ``[dh0, dc0]``), and
+``layer.last_dropout_masks`` the pair (input mask ``[N, C]``, recurrent mask ``[N, U]``) of its
+last call, already scaled by ``1 / (1 - rate)``, each None when not applied.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rnnkit import activations, initializers
-from rnnkit import functional as F
-from rnnkit._checks import as_float_array, check_positive_int, check_shape
-from rnnkit.layers._gru_v1 import gru_v1_backward, gru_v1_forward
+from rnnkit import _layouts, _recurrent, activations, initializers
+from rnnkit._checks import as_float_array, check_positive_int, check_rate, check_seed, check_shape
 from rnnkit._threads import PerThread
-from rnnkit.layers.base import Layer, Shape, check_mask
+from rnnkit.layers.base import Context, Layer, Shape, check_grad, check_mask
 
 __all__ = ["SimpleRNN", "LSTM", "GRU"]
-
-
-def _rate(name: str, v: Any) -> float:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a float in [0, 1), got {type(v).__name__}")
-    v = float(v)
-    if not 0.0 <= v < 1.0:
-        raise ValueError(f"{name}: expected a float in [0, 1), got {v}")
-    return v
-
-
-def _swap_zr(a: np.ndarray, units: int) -> np.ndarray:
-    """Swaps the first two blocks of ``units`` along the last axis (Keras z, r, h <-> r, z, h)."""
-    U = units
-    return np.concatenate([a[..., U:2 * U], a[..., :U], a[..., 2 * U:]], axis=-1)
 
 
 class _RNN(Layer):
     """Shared machinery of the recurrent layers (see the module documentation)."""
 
-    d_initial_state = PerThread("gradients w.r.t. the initial states from this thread's last backward")
-    last_dropout_masks = PerThread("(input mask, recurrent mask) of this thread's last call")
-
-    _CELL = ""
-    _GATES = 1
+    supports_masking = True
+    _CELL = ""         # layout cell: "rnn", "lstm", "gru"
     _STATES = 1
 
     def __init__(self, units: int, activation: Any = "tanh", use_bias: bool = True,
@@ -98,12 +85,10 @@ class _RNN(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.dropout = _rate("dropout", dropout)
-        self.recurrent_dropout = _rate("recurrent_dropout", recurrent_dropout)
-        if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed: expected None or an int, got {type(seed).__name__}")
-        self.seed = None if seed is None else int(seed)
-        self._rng = np.random.default_rng(self.seed)
+        self.dropout = check_rate("dropout", dropout)
+        self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+        self.seed = check_seed("seed", seed)
+        self.rng = np.random.default_rng(self.seed)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
@@ -114,33 +99,23 @@ class _RNN(Layer):
         self.states: Optional[List[np.ndarray]] = None
         self._states_lock = threading.Lock()
 
-    # ---- parameters in Keras layout ------------------------------------------------------------
-    def _bias_shape(self) -> Tuple[int, ...]:
-        return (self._GATES * self.units,)
+    # ---- what the kernel runs -------------------------------------------------------------------
+    @property
+    def cell(self) -> str:
+        """The :mod:`rnnkit._recurrent` cell this layer runs."""
+        return self._CELL
 
-    def _init_bias(self) -> np.ndarray:
-        return self.bias_initializer(self._bias_shape(), dtype=self.dtype)
+    def _reset_after(self) -> bool:
+        return True
 
-    def _keras_shapes(self) -> List[Tuple[int, ...]]:
-        C, U, G = self.input_dim, self.units, self._GATES
-        shapes = [(C, G * U), (U, G * U)]
-        if self.use_bias:
-            shapes.append(self._bias_shape())
-        return shapes
-
-    def _to_internal(self, kernel: np.ndarray, recurrent: np.ndarray,
-                     bias: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
-        out = {"w_ih": kernel.T, "w_hh": recurrent.T}
-        if bias is not None:
-            out["b_ih"] = bias
-        return out
-
-    def _to_keras(self) -> List[np.ndarray]:
+    def kernel_weights(self) -> Dict[str, Optional[np.ndarray]]:
+        """The live parameter arrays in rnnkit's layout: ``{"w_ih", "w_hh", "b_ih", "b_hh"}``."""
         p = self.params
-        out = [p["w_ih"].T.copy(), p["w_hh"].T.copy()]
-        if self.use_bias:
-            out.append(p["b_ih"].copy())
-        return out
+        return {"w_ih": p["w_ih"], "w_hh": p["w_hh"], "b_ih": p.get("b_ih"), "b_hh": p.get("b_hh")}
+
+    # ---- parameters in Keras layout ------------------------------------------------------------
+    def _init_bias(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        return self.bias_initializer(shape, dtype=dtype)
 
     def build(self, input_shape: Shape) -> None:
         input_shape = tuple(input_shape)
@@ -151,43 +126,46 @@ class _RNN(Layer):
         if C is None:
             raise ValueError(f"{self.name}: input_shape: the feature size must be known, got {input_shape}")
         self.input_dim = check_positive_int("input features", C)
-        C, U, G = self.input_dim, self.units, self._GATES
-        internal: Dict[str, np.ndarray] = {}
+        C, U = self.input_dim, self.units
+        shapes = _layouts.keras_weight_shapes(self._CELL, C, U, self.use_bias, self._reset_after())
+        internal: Dict[str, Optional[np.ndarray]] = {}
 
         def init(key: str) -> Any:
             # the Keras-layout initializers run once, on first use, then convert to the kernels'
             # layout (never when the weights are being restored from a file)
             def make(shape: Tuple[int, ...], dtype: Any = None) -> np.ndarray:
                 if not internal:
-                    kernel = np.asarray(self.kernel_initializer((C, G * U), dtype=self.dtype), dtype=self.dtype)
-                    recurrent = np.asarray(self.recurrent_initializer((U, G * U), dtype=self.dtype),
-                                           dtype=self.dtype)
-                    bias = np.asarray(self._init_bias(), dtype=self.dtype) if self.use_bias else None
-                    internal.update(self._to_internal(kernel, recurrent, bias))
+                    kernel = self.kernel_initializer(shapes[0], dtype=self.dtype)
+                    recurrent = self.recurrent_initializer(shapes[1], dtype=self.dtype)
+                    bias = self._init_bias(shapes[2], self.dtype) if self.use_bias else None
+                    internal.update(_layouts.keras_to_internal(self._CELL, kernel, recurrent, bias,
+                                                               self._reset_after()))
                 return internal[key]
             return make
 
-        shapes = {"w_ih": (G * U, C), "w_hh": (G * U, U)}
-        if self.use_bias:
-            shapes["b_ih"] = (G * U,)
-            if self._bias_shape() == (2, G * U):
-                shapes["b_hh"] = (G * U,)
-        for k, shape in shapes.items():
-            self.add_weight(k, shape, init(k))
+        G = _layouts.GATES[self._CELL]
+        keys = ["w_ih", "w_hh"] + (["b_ih"] if self.use_bias else []) + \
+            (["b_hh"] if self.use_bias and len(shapes[2]) == 2 else [])
+        own = {"w_ih": (G * U, C), "w_hh": (G * U, U), "b_ih": (G * U,), "b_hh": (G * U,)}
+        for k in keys:
+            self.add_weight(k, own[k], init(k))
         self.built = True
 
     def get_weights(self) -> List[np.ndarray]:
         """``[kernel, recurrent_kernel, bias]`` in Keras's layout and gate order (copies)."""
         if not self.built:
             return []
-        return self._to_keras()
+        w = self.kernel_weights()
+        return _layouts.internal_to_keras(self._CELL, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                                          self._reset_after(), self.use_bias)
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Sets the parameters from Keras-layout arrays (see the module documentation)."""
         if not self.built:
             raise ValueError(f"{self.name}: set_weights before the layer is built; call it on data "
                              "or give input_shape")
-        shapes = self._keras_shapes()
+        shapes = _layouts.keras_weight_shapes(self._CELL, self.input_dim, self.units, self.use_bias,
+                                              self._reset_after())
         names = ["kernel", "recurrent_kernel", "bias"][: len(shapes)]
         if len(weights) != len(shapes):
             raise ValueError(f"{self.name}: expected {len(shapes)} weight arrays {names} with shapes "
@@ -200,16 +178,18 @@ class _RNN(Layer):
             if w.shape != shp:
                 raise ValueError(f"{self.name}: weight {nm!r} expected shape {shp}, got {w.shape}")
             arrs.append(w.astype(self.dtype))
-        new = self._to_internal(arrs[0], arrs[1], arrs[2] if self.use_bias else None)
-        for k, v in new.items():
-            self.params[k][...] = v
+        new = _layouts.keras_to_internal(self._CELL, arrs[0], arrs[1], arrs[2] if self.use_bias else None,
+                                         self._reset_after())
+        for k, p in self.params.items():
+            p[...] = new[k]
 
     # ---- state ---------------------------------------------------------------------------------
     def reset_state(self) -> None:
         """Zeroes the kept states of a stateful layer (no effect before its first call)."""
-        if self.states is not None:
-            for s in self.states:
-                s.fill(0)
+        with self._states_lock:
+            if self.states is not None:
+                for s in self.states:
+                    s.fill(0)
 
     def reset_states(self) -> None:
         """Alias of :meth:`reset_state` (Keras compatibility)."""
@@ -236,39 +216,17 @@ class _RNN(Layer):
             nm = f"{self.name}: initial_state[{i}]"
             s = np.asarray(as_float_array(nm, s), dtype=self.dtype)
             check_shape(nm, s, (N, self.units), "= (batch, units)")
-            out.append(np.ascontiguousarray(s))
+            out.append(s)
         return out
 
     # ---- running -------------------------------------------------------------------------------
-    def _dropout_mask(self, rate: float, shape: Tuple[int, int]) -> np.ndarray:
-        keep = self._rng.random(shape) >= rate
-        return (keep / (1.0 - rate)).astype(self.dtype)
+    def call(self, x: np.ndarray, ctx: Context, training: bool = False, mask: Any = None,
+             initial_state: Any = None) -> Any:
+        lock = self._states_lock if self.stateful else contextlib.nullcontext()
+        with lock:  # a stateful layer's calls are a sequence: each starts from the last one's states
+            return self._call(x, ctx, training, mask, initial_state)
 
-    def _run(self, xt: np.ndarray, states: List[Optional[np.ndarray]], mask: Optional[np.ndarray],
-             rdm: Optional[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray], Any]:
-        raise NotImplementedError(f"{type(self).__name__} does not implement _run")
-
-    def _run_backward(self, cache: Any, dy: np.ndarray,
-                      d_states: List[Optional[np.ndarray]]) -> Tuple[np.ndarray, List[np.ndarray], Dict[str, np.ndarray]]:
-        raise NotImplementedError(f"{type(self).__name__} does not implement _run_backward")
-
-    def _kernel_kwargs(self, mask: Optional[np.ndarray], rdm: Optional[np.ndarray]) -> Dict[str, Any]:
-        kw: Dict[str, Any] = {"mask": mask, "reverse": self.go_backwards,
-                              "zero_output_for_mask": self.zero_output_for_mask}
-        if rdm is not None:
-            kw["recurrent_dropout_mask"] = rdm
-        return kw
-
-    def call(self, x: np.ndarray, mask: Optional[np.ndarray] = None, initial_state: Any = None,
-             training: bool = False) -> Any:
-        if not self.stateful:
-            return self._call(x, mask, initial_state, training)
-        # a stateful layer's calls are a sequence: each starts from the last one's final states
-        with self._states_lock:
-            return self._call(x, mask, initial_state, training)
-
-    def _call(self, x: np.ndarray, mask: Optional[np.ndarray], initial_state: Any,
-              training: bool) -> Any:
+    def _call(self, x: np.ndarray, ctx: Context, training: bool, mask: Any, initial_state: Any) -> Any:
         if x.ndim != 3:
             raise ValueError(f"{self.name}: x: expected 3 dimensions (batch, timesteps, features), "
                              f"got shape {x.shape}")
@@ -279,36 +237,41 @@ class _RNN(Layer):
         if N == 0 or T == 0:
             raise ValueError(f"{self.name}: x: batch and timesteps must be at least 1, got shape {x.shape}")
         m = check_mask(f"{self.name}: mask", mask, N, T)
-        mT = None if m is None else np.ascontiguousarray(m.T)
         states = self._initial_states(initial_state, N)
-        dp = self._dropout_mask(self.dropout, (N, C)) if training and self.dropout > 0 else None
-        rdm = (self._dropout_mask(self.recurrent_dropout, (N, self.units))
-               if training and self.recurrent_dropout > 0 else None)
-        self.last_dropout_masks = (dp, rdm)
-        xt = x.transpose(1, 0, 2)
-        xt = np.ascontiguousarray(xt if dp is None else xt * dp[None])
-        y, finals, cache = self._run(xt, states, mT, rdm)
+        dtype = self.dtype
+        dp = _recurrent.dropout_mask(self.rng, self.dropout, (N, C), dtype) \
+            if training and self.dropout > 0 else None
+        rdm = _recurrent.dropout_mask(self.rng, self.recurrent_dropout, (N, self.units), dtype) \
+            if training and self.recurrent_dropout > 0 else None
+        xt = x.transpose(1, 0, 2)  # time-major: no copy when x is a view of time-major memory
+        if dp is not None:
+            xt = xt * dp[None]
+        run = _recurrent.forward(self.cell, xt, self.kernel_weights(), states,
+                                 mask=None if m is None else np.ascontiguousarray(m.T),
+                                 reverse=self.go_backwards, zero_output=self.zero_output_for_mask,
+                                 rd=rdm, nonlinearity=self.activation.name)
         if self.stateful:
-            self.states = [s.copy() for s in finals]
+            self.states = [s.copy() for s in run.finals]
         last = 0 if self.go_backwards else T - 1
         if self.return_sequences:
-            seq = y[::-1] if self.go_backwards else y
-            out = np.ascontiguousarray(seq.transpose(1, 0, 2))
+            out = (run.y[::-1] if self.go_backwards else run.y).transpose(1, 0, 2)
         else:
-            out = y[last].copy()
-        self._cache = (cache, dp, N, T, last)
+            out = run.y[last].copy()
+        ctx.run, ctx.dp, ctx.rdm, ctx.N, ctx.T, ctx.last = run, dp, rdm, N, T, last
+        # the final states, also without return_state (what RecurrentNetwork threads through)
+        ctx.final_states = run.finals
+        ctx.has_initial_state = initial_state is not None
         if self.return_state:
-            return [out] + [s.copy() for s in finals]
+            return [out] + [s.copy() for s in run.finals]
         return out
 
-    def backward(self, d_out: Any) -> Optional[np.ndarray]:
-        """Gradient w.r.t. the input ``[N, T, C]`` (None when :attr:`needs_input_grad` is False) from the gradient w.r.t. the output (a list
-        ``[d_output, d_h(, d_c)]`` with ``return_state``; ``None`` entries are zeros); parameter
-        gradients are accumulated into :attr:`grads`."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward called before a forward call")
-        cache, dp, N, T, last = self._cache
-        U = self.units
+    def backprop(self, d_out: Any, ctx: Context) -> Optional[np.ndarray]:
+        """Gradient w.r.t. the input ``[N, T, C]`` (None when the call's ``need_input_grad`` is
+        False) from the gradient w.r.t. the output (a list ``[d_output, d_h(, d_c)]`` with
+        ``return_state``; ``None`` entries are zeros); parameter gradients are accumulated into
+        :attr:`grads`; the initial-state gradients go to ``ctx.d_initial_state`` (and
+        ``ctx.kwarg_grads["initial_state"]`` when the call had an ``initial_state``)."""
+        N, T, U, last = ctx.N, ctx.T, self.units, ctx.last
         n_out = 1 + self._STATES
         if self.return_state:
             if not isinstance(d_out, (list, tuple)) or len(d_out) != n_out:
@@ -322,29 +285,45 @@ class _RNN(Layer):
                                  f"got a list of {len(d_out)}")
             d_main, d_states = d_out, [None] * self._STATES
         if d_main is not None and self.return_sequences:
-            g = self._grad_array("d_out", d_main, (N, T, U))
-            gk = g.transpose(1, 0, 2)
+            gk = check_grad(self, "d_out", d_main, (N, T, U)).transpose(1, 0, 2)
             # time-major dy: no copy when the gradient arrives as a view of time-major memory
             dy = np.ascontiguousarray(gk[::-1] if self.go_backwards else gk)
         else:
             dy = np.zeros((T, N, U), dtype=self.dtype)
             if d_main is not None:
-                dy[last] = self._grad_array("d_out", d_main, (N, U))
-        d_states = [None if s is None else self._grad_array(f"d_state[{i}]", s, (N, U))
-                    for i, s in enumerate(d_states)]
-        dx, d_init, pgrads = self._run_backward(cache, dy, d_states)
-        self.accumulate_grads(pgrads)
-        self.d_initial_state = d_init
-        if dx is None:  # needs_input_grad is False: the caller wants no input gradient
+                dy[last] = check_grad(self, "d_out", d_main, (N, U))
+        # gradients w.r.t. the final states may also come through ctx.d_final_states (set by a
+        # caller that took the states from ctx.final_states); both add up
+        extra = getattr(ctx, "d_final_states", None) or [None] * self._STATES
+        d_states = [_sum_grads(None if s is None else check_grad(self, f"d_state[{i}]", s, (N, U)),
+                               None if e is None else check_grad(self, f"d_final_states[{i}]", e, (N, U)))
+                    for i, (s, e) in enumerate(zip(d_states, extra))]
+        d_states = [None if s is None else np.ascontiguousarray(s) for s in d_states]
+        dx, d_init, grads = _recurrent.backward(self.cell, ctx.run.cache, dy, d_states,
+                                                need_dx=ctx.need_input_grad)
+        self.accumulate_grads({k: g for k, g in grads.items() if k in self.grads})
+        ctx.d_initial_state = d_init
+        self._last_d_initial_state = d_init
+        if ctx.has_initial_state:
+            ctx.kwarg_grads["initial_state"] = d_init
+        if dx is None:
             return None
-        if dp is not None:
-            dx *= dp[None]
-        return np.ascontiguousarray(dx.transpose(1, 0, 2))
+        if ctx.dp is not None:
+            dx *= ctx.dp[None]
+        return dx.transpose(1, 0, 2)
 
-    def _grad_array(self, name: str, a: Any, shape: Tuple[int, ...]) -> np.ndarray:
-        a = np.asarray(as_float_array(f"{self.name}: {name}", a, contiguous=False), dtype=self.dtype)
-        check_shape(f"{self.name}: {name}", a, shape)
-        return a
+    _last_d_initial_state = PerThread("initial-state gradients of the calling thread's last backward")
+
+    @property
+    def d_initial_state(self) -> Optional[List[np.ndarray]]:
+        """Gradients w.r.t. the initial states from the calling thread's last backward."""
+        return self._last_d_initial_state
+
+    @property
+    def last_dropout_masks(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """(input mask, recurrent mask) of the calling thread's last call."""
+        ctx = self._last
+        return (None, None) if ctx is None else (ctx.dp, ctx.rdm)
 
     # ---- shapes, masks, config -----------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Any:
@@ -354,7 +333,8 @@ class _RNN(Layer):
             return [out] + [(N, self.units)] * self._STATES
         return out
 
-    def compute_mask(self, x: Any, mask: Optional[np.ndarray]) -> Any:
+    def compute_mask(self, x: Any, mask: Any) -> Any:
+        # as Keras: the input mask, also for go_backwards (whose output sequence is reversed)
         out = mask if self.return_sequences else None
         if self.return_state:
             return [out] + [None] * self._STATES
@@ -380,6 +360,12 @@ class _RNN(Layer):
             "zero_output_for_mask": self.zero_output_for_mask,
         })
         return cfg
+
+
+def _sum_grads(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 def _only(name: str, value: Any, allowed: str, cell: str) -> None:
@@ -412,7 +398,7 @@ class SimpleRNN(_RNN):
     Keras weights: kernel [C, U], recurrent_kernel [U, U], bias [U].
     """
 
-    _CELL, _GATES, _STATES = "SimpleRNN", 1, 1
+    _CELL, _STATES = "rnn", 1
 
     def __init__(self, units: int, activation: Any = "tanh", use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", recurrent_initializer: Any = "orthogonal",
@@ -426,19 +412,6 @@ class SimpleRNN(_RNN):
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
-
-    def _run(self, xt, states, mask, rdm):
-        p = self.params
-        o = F.rnn_forward(xt, states[0], p["w_ih"], p["w_hh"], p.get("b_ih"), None,
-                          nonlinearity=self.activation.name, **self._kernel_kwargs(mask, rdm))
-        return o.y, [o.h_n], o.cache
-
-    def _run_backward(self, cache, dy, d_states):
-        g = F.rnn_backward(cache, dy, d_states[0], need_dx=self.needs_input_grad)
-        pg = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
-        if self.use_bias:
-            pg["b_ih"] = g.db_ih
-        return g.dx, [g.dh0], pg
 
 
 class LSTM(_RNN):
@@ -466,7 +439,7 @@ class LSTM(_RNN):
     Keras weights: kernel [C, 4U], recurrent_kernel [U, 4U], bias [4U].
     """
 
-    _CELL, _GATES, _STATES = "LSTM", 4, 2
+    _CELL, _STATES = "lstm", 2
 
     def __init__(self, units: int, activation: Any = "tanh", recurrent_activation: Any = "sigmoid",
                  use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
@@ -483,29 +456,15 @@ class LSTM(_RNN):
         self.recurrent_activation = activations.get(recurrent_activation)
         self.unit_forget_bias = bool(unit_forget_bias)
 
-    def _init_bias(self) -> np.ndarray:
+    def _init_bias(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         U = self.units
         if not self.unit_forget_bias:
-            return self.bias_initializer((4 * U,), dtype=self.dtype)
+            return self.bias_initializer(shape, dtype=dtype)
         return np.concatenate([
-            np.asarray(self.bias_initializer((U,), dtype=self.dtype)),
-            np.ones((U,), dtype=self.dtype),
-            np.asarray(self.bias_initializer((2 * U,), dtype=self.dtype)),
+            np.asarray(self.bias_initializer((U,), dtype=dtype)),
+            np.ones((U,), dtype=dtype),
+            np.asarray(self.bias_initializer((2 * U,), dtype=dtype)),
         ])
-
-    def _run(self, xt, states, mask, rdm):
-        p = self.params
-        o = F.lstm_forward(xt, states[0], states[1], p["w_ih"], p["w_hh"], p.get("b_ih"), None,
-                           **self._kernel_kwargs(mask, rdm))
-        return o.y, [o.h_n, o.c_n], o.cache
-
-    def _run_backward(self, cache, dy, d_states):
-        g = F.lstm_backward(cache, dy, d_states[0], d_states[1],
-                            need_dx=self.needs_input_grad)
-        pg = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
-        if self.use_bias:
-            pg["b_ih"] = g.db_ih
-        return g.dx, [g.dh0, g.dc0], pg
 
     def get_config(self) -> Dict[str, Any]:
         cfg = super().get_config()
@@ -515,7 +474,7 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    r"""Gated recurrent unit, Keras's ``GRU`` (gates z, r, h; ``h_t = z h_{t-1} + (1 - z) hh``).
+    """Gated recurrent unit, Keras's ``GRU`` (gates z, r, h; ``h_t = z h_{t-1} + (1 - z) hh``).
 
     Parameters
     ----------
@@ -542,7 +501,7 @@ class GRU(_RNN):
     [3U].
     """
 
-    _CELL, _GATES, _STATES = "GRU", 3, 1
+    _CELL, _STATES = "gru", 1
 
     def __init__(self, units: int, activation: Any = "tanh", recurrent_activation: Any = "sigmoid",
                  use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
@@ -559,52 +518,12 @@ class GRU(_RNN):
         self.recurrent_activation = activations.get(recurrent_activation)
         self.reset_after = bool(reset_after)
 
-    def _bias_shape(self) -> Tuple[int, ...]:
-        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+    @property
+    def cell(self) -> str:
+        return "gru" if self.reset_after else "gru_v1"
 
-    def _to_internal(self, kernel, recurrent, bias):
-        U = self.units
-        out = {"w_ih": _swap_zr(kernel, U).T, "w_hh": _swap_zr(recurrent, U).T}
-        if bias is not None:
-            if self.reset_after:
-                out["b_ih"] = _swap_zr(bias[0], U)
-                out["b_hh"] = _swap_zr(bias[1], U)
-            else:
-                out["b_ih"] = _swap_zr(bias, U)
-        return out
-
-    def _to_keras(self) -> List[np.ndarray]:
-        U = self.units
-        p = self.params
-        out = [_swap_zr(p["w_ih"].T, U), _swap_zr(p["w_hh"].T, U)]
-        if self.use_bias:
-            if self.reset_after:
-                out.append(np.stack([_swap_zr(p["b_ih"], U), _swap_zr(p["b_hh"], U)]))
-            else:
-                out.append(_swap_zr(p["b_ih"], U))
-        return out
-
-    def _run(self, xt, states, mask, rdm):
-        p = self.params
-        kw = self._kernel_kwargs(mask, rdm)
-        if self.reset_after:
-            o = F.gru_forward(xt, states[0], p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"), **kw)
-        else:
-            o = gru_v1_forward(xt, states[0], p["w_ih"], p["w_hh"], p.get("b_ih"), **kw)
-        return o.y, [o.h_n], o.cache
-
-    def _run_backward(self, cache, dy, d_states):
-        pg = {}
-        if self.reset_after:
-            g = F.gru_backward(cache, dy, d_states[0], need_dx=self.needs_input_grad)
-            if self.use_bias:
-                pg["b_ih"], pg["b_hh"] = g.db_ih, g.db_hh
-        else:
-            g = gru_v1_backward(cache, dy, d_states[0])
-            if self.use_bias:
-                pg["b_ih"] = g.db_ih
-        pg["w_ih"], pg["w_hh"] = g.dw_ih, g.dw_hh
-        return g.dx, [g.dh0], pg
+    def _reset_after(self) -> bool:
+        return self.reset_after
 
     def get_config(self) -> Dict[str, Any]:
         cfg = super().get_config()

@@ -1,0 +1,295 @@
+r"""The one recurrent op under both API styles: one layer, one direction, time-major.
+
+The Keras-style layers (:mod:`rnnkit.layers.recurrent`) and the PyTorch-style modules
+(:mod:`rnnkit.nn`) are thin adapters over this module: they translate names, defaults, batch-first
+conventions and state layouts, and call :func:`forward` / :func:`backward` here, which are the only
+Python code that runs a cell kernel (through :mod:`rnnkit.functional`). The multi-layer stack
+(:func:`stack_forward`), the merge of two directions (:func:`merge`) and the dropout masks
+(:func:`dropout_mask`) exist here once as well.
+
+Cells
+-----
+``rnn`` (``nonlinearity`` tanh or relu), ``lstm`` (i, f, g, o), ``gru`` (PyTorch's r, z, n form,
+Keras ``reset_after=True``) and ``gru_v1`` (Keras ``reset_after=False``: the reset gate before
+the recurrent product, no recurrent bias). Weights are a dict in rnnkit's layout (see
+:mod:`rnnkit._layouts`): ``{"w_ih", "w_hh", "b_ih", "b_hh"}``, biases may be None.
+
+A call's cache is returned to the caller and passed back to :func:`backward`; nothing of a call is
+kept on a shared object.
+
+Shapes
+------
+``x: [T, N, C]`` (any memory layout; copied once when not C-contiguous), ``initial``: a list of
+``[N, H]`` per state (``[h]`` or ``[h, c]``, entries may be None = zeros), ``mask: [T, N]`` bool,
+``rd: [N, H]`` recurrent dropout scale -> ``y: [T, N, H]`` (position t = input step t, also when
+``reverse``), ``finals``: a list of ``[N, H]``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rnnkit import functional as F
+from rnnkit._gru_v1 import gru_v1_backward, gru_v1_forward
+
+__all__ = ["CELLS", "n_states", "gates", "forward", "backward", "Run", "dropout_mask",
+           "MERGE_MODES", "merge", "merge_backward", "stack_forward", "stack_backward"]
+
+Array = np.ndarray
+Weights = Dict[str, Optional[Array]]
+
+CELLS = ("rnn", "lstm", "gru", "gru_v1")
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3}
+
+
+def gates(cell: str) -> int:
+    """G: 1 (rnn), 4 (lstm), 3 (gru, gru_v1)."""
+    return _GATES[cell]
+
+
+def n_states(cell: str) -> int:
+    """2 for lstm (h, c), else 1 (h)."""
+    return 2 if cell == "lstm" else 1
+
+
+class Run(NamedTuple):
+    """One direction's forward: outputs, final states and the cache for :func:`backward`."""
+    y: Array              # [T, N, H]
+    finals: List[Array]   # [h_n] or [h_n, c_n], each [N, H]
+    cache: Any
+
+
+def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional[Array]]] = None, *,
+            mask: Optional[Array] = None, reverse: bool = False, zero_output: bool = False,
+            rd: Optional[Array] = None, nonlinearity: str = "tanh") -> Run:
+    """One layer, one direction, the whole sequence.
+
+    Parameters
+    ----------
+    cell
+        One of :data:`CELLS`.
+    x, w, initial, mask, rd
+        See the module's Shapes (``w``: rnnkit layout).
+    reverse
+        Run from ``t = T-1`` down to 0 (outputs stay at their own time index).
+    zero_output
+        Masked steps output zeros instead of the carried state.
+    nonlinearity
+        ``'tanh'`` or ``'relu'`` (``rnn`` only).
+
+    Shapes
+    ------
+    x: [T, N, C] -> y: [T, N, H], finals: [N, H] each
+    """
+    init = list(initial) if initial is not None else [None] * n_states(cell)
+    kw = dict(mask=mask, reverse=reverse, zero_output_for_mask=zero_output, recurrent_dropout_mask=rd)
+    if cell == "lstm":
+        o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw)
+        return Run(o.y, [o.h_n, o.c_n], o.cache)
+    if cell == "gru":
+        o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw)
+    elif cell == "rnn":
+        o = F.rnn_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+                          nonlinearity=nonlinearity, **kw)
+    elif cell == "gru_v1":
+        xc = np.ascontiguousarray(x)
+        o = gru_v1_forward(xc, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), **kw)
+    else:
+        raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
+    return Run(o.y, [o.h_n], o.cache)
+
+
+def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optional[Array]]] = None,
+             *, need_dx: bool = True) -> Tuple[Optional[Array], List[Array], Dict[str, Array]]:
+    """Backpropagation through time for one :func:`forward`.
+
+    Returns ``(dx, d_initial, grads)``: ``dx`` (None when ``need_dx`` is False), the gradients
+    w.r.t. the initial states (one per state, also for zero initial states), and the parameter
+    gradients keyed like the weights (only the biases the forward had).
+
+    Shapes
+    ------
+    dy: [T, N, H], d_finals: [N, H] each (None = zeros)
+    -> dx: [T, N, C], d_initial: [N, H] each, grads: shapes of the weights
+    """
+    d = list(d_finals) if d_finals is not None else [None] * n_states(cell)
+    if cell == "lstm":
+        g = F.lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
+        d_init = [g.dh0, g.dc0]
+    elif cell == "gru":
+        g = F.gru_backward(cache, dy, d[0], need_dx=need_dx)
+        d_init = [g.dh0]
+    elif cell == "rnn":
+        g = F.rnn_backward(cache, dy, d[0], need_dx=need_dx)
+        d_init = [g.dh0]
+    elif cell == "gru_v1":
+        g = gru_v1_backward(cache, np.ascontiguousarray(dy), d[0])
+        grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
+        if g.db_ih is not None:
+            grads["b_ih"] = g.db_ih
+        return (g.dx if need_dx else None), [g.dh0], grads
+    else:
+        raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
+    grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
+    if g.db_ih is not None:
+        grads["b_ih"] = g.db_ih
+    if g.db_hh is not None:
+        grads["b_hh"] = g.db_hh
+    return g.dx, d_init, grads
+
+
+# ---- dropout ------------------------------------------------------------------------------------
+
+def dropout_mask(rng: np.random.Generator, rate: float, shape: Tuple[int, ...], dtype: Any) -> Array:
+    """Inverted dropout: each entry is ``0`` with probability ``rate``, else ``1 / (1 - rate)``.
+
+    Shapes
+    ------
+    -> ``shape``
+    """
+    keep = rng.random(shape) >= rate
+    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - rate), dtype=dtype)
+
+
+# ---- two directions -------------------------------------------------------------------------------
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def merge(mode: Optional[str], yf: Array, yb: Array) -> Any:
+    """The outputs of the two directions combined along the last axis (``None``: the pair).
+
+    Shapes
+    ------
+    yf, yb: [..., H] -> [..., 2H] (concat), [..., H] (sum, mul, ave) or ``[yf, yb]``
+    """
+    if mode == "concat":
+        return np.concatenate([yf, yb], axis=-1)
+    if mode == "sum":
+        return yf + yb
+    if mode == "ave":
+        return (yf + yb) / 2
+    if mode == "mul":
+        return yf * yb
+    return [yf, yb]
+
+
+def merge_backward(mode: Optional[str], d: Any, yf: Array, yb: Array) -> Tuple[Optional[Array], Optional[Array]]:
+    """The gradients of the two directions' outputs from the gradient of :func:`merge`'s result
+    (``d`` None: both None; mode None: ``d`` is the pair).
+
+    Shapes
+    ------
+    d: like merge's result -> dyf, dyb: [..., H]
+    """
+    if mode is None:
+        return d[0], d[1]
+    if d is None:
+        return None, None
+    H = yf.shape[-1]
+    if mode == "concat":
+        return d[..., :H], d[..., H:]
+    if mode == "sum":
+        return d, d
+    if mode == "ave":
+        half = d / 2
+        return half, half
+    return d * yb, d * yf
+
+
+# ---- stacks of layers (PyTorch's num_layers / bidirectional) ---------------------------------------
+
+class StackCache(NamedTuple):
+    cell: str
+    caches: List[List[Any]]             # [layer][direction]
+    drop: List[Optional[Array]]         # [layer] dropout scale applied to the layer's output
+    ys: List[List[Array]]               # [layer][direction] outputs (for the merge's backward)
+
+
+def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
+                  initial: Optional[Sequence[Optional[Array]]] = None, *, mask: Optional[Array] = None,
+                  zero_output: bool = True, dropout: float = 0.0, rng: Optional[np.random.Generator] = None,
+                  nonlinearity: str = "tanh") -> Tuple[Array, List[Array], StackCache]:
+    """``L`` layers of ``D`` directions (forward, then reverse), each layer's directions
+    concatenated and, between layers, multiplied by a dropout mask when ``dropout > 0``.
+
+    Parameters
+    ----------
+    weights
+        ``weights[layer][direction]`` in rnnkit's layout.
+    initial
+        One array per state, ``[L*D, N, H]`` (entry ``layer*D + direction``), or None = zeros.
+
+    Shapes
+    ------
+    x: [T, N, C] -> y: [T, N, D*H], finals: [L*D, N, H] per state
+    """
+    L, D = len(weights), len(weights[0])
+    ns = n_states(cell)
+    H = weights[0][0]["w_hh"].shape[1]
+    T, N = x.shape[0], x.shape[1]
+    finals = [np.empty((L * D, N, H), dtype=x.dtype) for _ in range(ns)]
+    caches: List[List[Any]] = []
+    drops: List[Optional[Array]] = []
+    ys_all: List[List[Array]] = []
+    inp = x
+    for layer in range(L):
+        ys, cs = [], []
+        for d in range(D):
+            k = layer * D + d
+            init = None if initial is None else [None if s is None else s[k] for s in initial]
+            r = forward(cell, inp, weights[layer][d], init, mask=mask, reverse=d == 1,
+                        zero_output=zero_output, nonlinearity=nonlinearity)
+            for store, f in zip(finals, r.finals):
+                store[k] = f
+            ys.append(r.y)
+            cs.append(r.cache)
+        out = ys[0] if D == 1 else merge("concat", ys[0], ys[1])
+        dm = None
+        if dropout > 0 and layer < L - 1:
+            assert rng is not None
+            dm = dropout_mask(rng, dropout, out.shape, out.dtype)
+            out = out * dm
+        caches.append(cs)
+        drops.append(dm)
+        ys_all.append(ys)
+        inp = out
+    return inp, finals, StackCache(cell, caches, drops, ys_all)
+
+
+def stack_backward(cache: StackCache, dy: Array, d_finals: Optional[Sequence[Optional[Array]]] = None,
+                   *, need_dx: bool = True) -> Tuple[Optional[Array], List[Array], List[List[Dict[str, Array]]]]:
+    """Backpropagation through :func:`stack_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, D*H], d_finals: [L*D, N, H] per state (None = zeros)
+    -> dx: [T, N, C], d_initial: [L*D, N, H] per state, grads[layer][direction]
+    """
+    cell = cache.cell
+    L, D = len(cache.caches), len(cache.caches[0])
+    ns = n_states(cell)
+    T, N = dy.shape[0], dy.shape[1]
+    H = dy.shape[-1] // D
+    d_init = [np.empty((L * D, N, H), dtype=dy.dtype) for _ in range(ns)]
+    grads: List[List[Dict[str, Array]]] = [[{} for _ in range(D)] for _ in range(L)]
+    d = dy
+    for layer in reversed(range(L)):
+        if cache.drop[layer] is not None:
+            d = d * cache.drop[layer]
+        parts = (d,) if D == 1 else merge_backward("concat", d, *cache.ys[layer])
+        dx_sum: Optional[Array] = None
+        for di in range(D):
+            k = layer * D + di
+            dfin = None if d_finals is None else [
+                None if g is None else np.ascontiguousarray(g[k]) for g in d_finals]
+            dx, dini, g = backward(cell, cache.caches[layer][di], np.ascontiguousarray(parts[di]), dfin,
+                                   need_dx=need_dx or layer > 0)
+            for store, v in zip(d_init, dini):
+                store[k] = v
+            grads[layer][di] = g
+            if dx is not None:
+                dx_sum = dx if dx_sum is None else dx_sum + dx
+        d = dx_sum
+    return d, d_init, grads
