@@ -322,7 +322,7 @@ def test_dropout_only_in_training_and_backward_through_mask():
     # training-mode backward equals the chain layer 0 -> mask -> layer 1
     m.train()
     y, h_n = m(x)
-    dm = m._last.drop_masks[0]
+    dm = m._last.cache.drop[0]
     assert set(np.unique(dm)) <= {0.0, 2.0}
     assert 0.3 < np.mean(dm == 0) < 0.7
     l0 = nn.GRU(C, H, dtype=np.float64)

@@ -85,6 +85,13 @@ def check_finite(name: str, a: np.ndarray) -> None:
         raise ValueError(f"{name}: holds {bad} NaN or infinite value(s)")
 
 
+def check_bool(name: str, v: Any) -> bool:
+    """``v`` as a bool; TypeError for anything but bool / numpy bool."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(v).__name__}")
+    return bool(v)
+
+
 def check_rate(name: str, v: Any) -> float:
     """A probability in ``[0, 1)`` (dropout rates): TypeError for non-numbers and bools,
     ValueError outside the range."""

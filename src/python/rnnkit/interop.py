@@ -35,8 +35,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from rnnkit import nn
-from rnnkit._checks import FLOAT_DTYPES
+from rnnkit import _layouts, nn
+from rnnkit._checks import FLOAT_DTYPES, check_bool, shape_str
+from rnnkit.nn.module import SeedLike, to_numpy
 
 __all__ = [
     "state_dict_from_torch", "state_dict_to_torch", "from_torch_module", "to_torch_module",
@@ -47,13 +48,9 @@ __all__ = [
 Array = np.ndarray
 Weights = Dict[str, Optional[Array]]
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = _layouts.GATES
 _CELL_ALIASES = {"rnn": "rnn", "simplernn": "rnn", "simple_rnn": "rnn", "elman": "rnn",
                  "lstm": "lstm", "gru": "gru"}
-# new block j = old block perm[j]
-_KERAS_FROM_TORCH = {"rnn": (0,), "lstm": (0, 1, 2, 3), "gru": (1, 0, 2)}   # self-inverse
-_ONNX_FROM_TORCH = {"rnn": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
-_TORCH_FROM_ONNX = {"rnn": (0,), "lstm": (0, 2, 3, 1), "gru": (1, 0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +67,7 @@ def _cell(cell: Any) -> str:
 
 
 def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
-    a = nn._to_numpy(a)
+    a = to_numpy(a)
     arr = np.asarray(a)
     if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
@@ -79,19 +76,9 @@ def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
 
 
-def _shape_str(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _expect(name: str, a: Array, shape: Tuple[int, ...], what: str) -> None:
     if a.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {_shape_str(shape)} = {what}, got {_shape_str(a.shape)}")
-
-
-def _permute(a: Array, perm: Sequence[int], axis: int = 0) -> Array:
-    """Reorders the ``len(perm)`` equal blocks of ``a`` along ``axis``: new block j = old perm[j]."""
-    blocks = np.split(a, len(perm), axis=axis)
-    return np.ascontiguousarray(np.concatenate([blocks[j] for j in perm], axis=axis))
+        raise ValueError(f"{name}: expected shape {shape_str(shape)} = {what}, got {shape_str(a.shape)}")
 
 
 def _check_direction(cell: str, name: str, w: Any, dtype: Optional[np.dtype] = None
@@ -112,12 +99,12 @@ def _check_torch_arrays(cell: str, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, p
     w_hh = _float_array(prefix + "w_hh", w_hh, dtype)
     dt = w_hh.dtype
     if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
-        raise ValueError(f"{prefix}w_hh: expected shape ({G}*H, H) for {cell.upper()}, got {_shape_str(w_hh.shape)}")
+        raise ValueError(f"{prefix}w_hh: expected shape ({G}*H, H) for {cell.upper()}, got {shape_str(w_hh.shape)}")
     H = w_hh.shape[1]
     w_ih = _float_array(prefix + "w_ih", w_ih, dt)
     if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
         raise ValueError(f"{prefix}w_ih: expected shape ({G * H}, C) = ({G}*H, C) with H={H} from w_hh, "
-                         f"got {_shape_str(w_ih.shape)}")
+                         f"got {shape_str(w_ih.shape)}")
     out_b = []
     for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None:
@@ -170,7 +157,7 @@ def state_dict_from_torch(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Ar
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict: expected a mapping of names to tensors, got {type(state_dict).__name__}")
-    return OrderedDict((k, np.array(nn._to_numpy(v), copy=True)) for k, v in state_dict.items())
+    return OrderedDict((k, np.array(to_numpy(v), copy=True)) for k, v in state_dict.items())
 
 
 def state_dict_to_torch(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
@@ -186,11 +173,11 @@ def state_dict_to_torch(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]
 
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}")
-    return OrderedDict((k, torch.from_numpy(np.array(nn._to_numpy(v), copy=True)))
+    return OrderedDict((k, torch.from_numpy(np.array(to_numpy(v), copy=True)))
                        for k, v in state_dict.items())
 
 
-def from_torch_module(module: Any, *, seed: nn.SeedLike = None) -> Union[nn.RNN, nn.LSTM, nn.GRU]:
+def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn.LSTM, nn.GRU]:
     """Builds the rnnkit.nn module equivalent to a ``torch.nn.RNN``/``LSTM``/``GRU`` (same
     configuration, dtype and weights; training/eval mode copied).
 
@@ -207,7 +194,7 @@ def from_torch_module(module: Any, *, seed: nn.SeedLike = None) -> Union[nn.RNN,
     if getattr(module, "proj_size", 0):
         raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported")
     sd = module.state_dict()
-    first = np.asarray(nn._to_numpy(next(iter(sd.values()))))
+    first = np.asarray(to_numpy(next(iter(sd.values()))))
     if first.dtype not in FLOAT_DTYPES:
         raise ValueError(f"module: expected float32 or float64 parameters, got {first.dtype}")
     kw: Dict[str, Any] = dict(num_layers=int(module.num_layers), bias=bool(module.bias),
@@ -282,30 +269,29 @@ def keras_to_torch(cell: str, weights: Sequence[Any], reset_after: bool = True) 
         raise TypeError(f"weights: expected a list [kernel, recurrent_kernel(, bias)], got {type(weights).__name__}")
     if len(weights) not in (2, 3):
         raise ValueError(f"weights: expected 2 or 3 arrays [kernel, recurrent_kernel(, bias)], got {len(weights)}")
-    if cell == "gru" and not nn._check_bool("reset_after", reset_after):
+    if cell == "gru" and not check_bool("reset_after", reset_after):
         raise ValueError("reset_after: a Keras GRU with reset_after=False applies the reset gate before the "
                          "recurrent kernel and has no PyTorch equivalent; only reset_after=True converts")
     kernel = _float_array("kernel", weights[0])
     dt = kernel.dtype
     rk = _float_array("recurrent_kernel", weights[1], dt)
     if rk.ndim != 2 or rk.shape[0] == 0 or rk.shape[1] != G * rk.shape[0]:
-        raise ValueError(f"recurrent_kernel: expected shape (U, {G}*U) for {cell.upper()}, got {_shape_str(rk.shape)}")
+        raise ValueError(f"recurrent_kernel: expected shape (U, {G}*U) for {cell.upper()}, got {shape_str(rk.shape)}")
     U = rk.shape[0]
     if kernel.ndim != 2 or kernel.shape[1] != G * U:
         raise ValueError(f"kernel: expected shape (C, {G * U}) = (C, {G}*U) with U={U} from recurrent_kernel, "
-                         f"got {_shape_str(kernel.shape)}")
-    perm = _KERAS_FROM_TORCH[cell]
-    w_ih = _permute(kernel.T, perm)
-    w_hh = _permute(rk.T, perm)
-    b_ih = b_hh = None
+                         f"got {shape_str(kernel.shape)}")
+    bias = None
     if len(weights) == 3:
         bias = _float_array("bias", weights[2], dt)
         if cell == "gru":
             _expect("bias", bias, (2, G * U), f"(2, {G}*U) (input bias row, recurrent bias row) with U={U}")
-            b_ih, b_hh = _permute(bias[0], perm), _permute(bias[1], perm)
         else:
             _expect("bias", bias, (G * U,), f"({G}*U,) with U={U}")
-            b_ih, b_hh = bias.copy(), np.zeros_like(bias)
+    w = _layouts.keras_to_internal(cell, kernel, rk, bias, reset_after=True)
+    w_ih, w_hh, b_ih, b_hh = w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"]
+    if bias is not None and cell != "gru":
+        b_hh = np.zeros_like(bias)
     return {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
 
 
@@ -333,18 +319,7 @@ def torch_to_keras(cell: str, w_ih: Any, w_hh: Any, b_ih: Any = None, b_hh: Any 
     """
     cell = _cell(cell)
     w_ih, w_hh, b_ih, b_hh = _check_torch_arrays(cell, w_ih, w_hh, b_ih, b_hh)
-    perm = _KERAS_FROM_TORCH[cell]
-    out = [np.ascontiguousarray(_permute(w_ih, perm).T), np.ascontiguousarray(_permute(w_hh, perm).T)]
-    if b_ih is None and b_hh is None:
-        return out
-    zeros = np.zeros(w_hh.shape[0], w_hh.dtype)
-    bi = zeros if b_ih is None else b_ih
-    bh = zeros if b_hh is None else b_hh
-    if cell == "gru":
-        out.append(np.stack([_permute(bi, perm), _permute(bh, perm)]))
-    else:
-        out.append(bi + bh)
-    return out
+    return _layouts.internal_to_keras(cell, w_ih, w_hh, b_ih, b_hh, reset_after=True)
 
 
 def module_to_keras(module: Union[nn.RNN, nn.LSTM, nn.GRU], layer: int = 0, reverse: bool = False) -> List[Array]:
@@ -412,7 +387,6 @@ def to_onnx_weights(cell: str, directions: Union[Mapping[str, Any], Sequence[Map
         raise TypeError(f"directions: expected a mapping or a sequence of 1 or 2 mappings, got {type(directions).__name__}")
     if len(directions) not in (1, 2):
         raise ValueError(f"directions: expected 1 or 2 directions, got {len(directions)}")
-    perm = _ONNX_FROM_TORCH[cell]
     checked = []
     dt = None
     for i, w in enumerate(directions):
@@ -422,15 +396,7 @@ def to_onnx_weights(cell: str, directions: Union[Mapping[str, Any], Sequence[Map
     if len(checked) == 2 and (checked[0][0].shape != checked[1][0].shape or checked[0][1].shape != checked[1][1].shape):
         raise ValueError(f"directions: forward and reverse weights differ in shape: w_ih {checked[0][0].shape} vs "
                          f"{checked[1][0].shape}, w_hh {checked[0][1].shape} vs {checked[1][1].shape}")
-    W = np.stack([_permute(c[0], perm) for c in checked])
-    R = np.stack([_permute(c[1], perm) for c in checked])
-    B = None
-    if any(c[2] is not None or c[3] is not None for c in checked):
-        GH = checked[0][1].shape[0]
-        zeros = np.zeros(GH, dt)
-        B = np.stack([np.concatenate([_permute(zeros if c[2] is None else c[2], perm),
-                                      _permute(zeros if c[3] is None else c[3], perm)]) for c in checked])
-    return {"W": W, "R": R, "B": B}
+    return _layouts.stack_onnx(cell, [dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), c)) for c in checked])
 
 
 def from_onnx_weights(cell: str, W: Any, R: Any, B: Any = None, *, linear_before_reset: int = 1) -> List[Weights]:
@@ -470,23 +436,14 @@ def from_onnx_weights(cell: str, W: Any, R: Any, B: Any = None, *, linear_before
     dt = W.dtype
     R = _float_array("R", R, dt)
     if R.ndim != 3 or R.shape[0] not in (1, 2) or R.shape[2] == 0 or R.shape[1] != G * R.shape[2]:
-        raise ValueError(f"R: expected shape (D, {G}*H, H) with D in (1, 2) for {cell.upper()}, got {_shape_str(R.shape)}")
+        raise ValueError(f"R: expected shape (D, {G}*H, H) with D in (1, 2) for {cell.upper()}, got {shape_str(R.shape)}")
     D, GH, H = R.shape
     if W.ndim != 3 or W.shape[:2] != (D, GH):
-        raise ValueError(f"W: expected shape ({D}, {GH}, C) = (D, {G}*H, C) with D, H from R, got {_shape_str(W.shape)}")
+        raise ValueError(f"W: expected shape ({D}, {GH}, C) = (D, {G}*H, C) with D, H from R, got {shape_str(W.shape)}")
     if B is not None:
         B = _float_array("B", B, dt)
         _expect("B", B, (D, 2 * GH), f"(D, 2*{G}*H) with D, H from R")
-    perm = _TORCH_FROM_ONNX[cell]
-    out: List[Weights] = []
-    for d in range(D):
-        out.append({
-            "w_ih": _permute(W[d], perm),
-            "w_hh": _permute(R[d], perm),
-            "b_ih": None if B is None else _permute(B[d, :GH], perm),
-            "b_hh": None if B is None else _permute(B[d, GH:], perm),
-        })
-    return out
+    return _layouts.unstack_onnx(cell, W, R, B)
 
 
 def module_to_onnx_weights(module: Union[nn.RNN, nn.LSTM, nn.GRU], layer: int = 0) -> Dict[str, Optional[Array]]:

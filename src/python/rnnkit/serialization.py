@@ -35,12 +35,13 @@ import stat
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rnnkit.models import Model
+# A model here is anything with the Model protocol (layers, get_config, get_compile_config,
+# optimizer, trainable_variables): this module imports no model class.
+Model = Any
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "FORMAT", "FORMAT_VERSION"]
 
@@ -208,7 +209,7 @@ def atomic_write(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
-def _layer_tensors(model: "Model") -> Tuple[Dict[str, np.ndarray], List[Dict[str, Any]]]:
+def _layer_tensors(model: Model) -> Tuple[Dict[str, np.ndarray], List[Dict[str, Any]]]:
     if not model.built:
         raise ValueError(f"model: {model.name!r} is not built; give the first layer an input_shape, "
                          "call build(input_shape) or fit it before saving")
@@ -238,7 +239,7 @@ def _base_metadata(kind: str, layers: List[Dict[str, Any]]) -> Dict[str, str]:
             "rnnkit_version": __version__, "layers": _dumps(layers)}
 
 
-def save_model(model: "Model", filepath: str, include_optimizer: bool = True) -> None:
+def save_model(model: Model, filepath: str, include_optimizer: bool = True) -> None:
     """Saves the architecture, weights, compile config and (``include_optimizer``) the optimizer
     state of ``model`` to ``filepath`` (one safetensors file, written atomically).
 
@@ -262,7 +263,7 @@ def save_model(model: "Model", filepath: str, include_optimizer: bool = True) ->
     atomic_write(filepath, _serialize(tensors, meta))
 
 
-def save_weights(model: "Model", filepath: str) -> None:
+def save_weights(model: Model, filepath: str) -> None:
     """Saves only the weights of ``model`` (safetensors, written atomically).
 
     Shapes
@@ -440,7 +441,7 @@ class _File:
             raise self.fail(f"metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels")
         return value
 
-    def assign_weights(self, model: "Model") -> None:
+    def assign_weights(self, model: Model) -> None:
         """Checks every saved layer against ``model`` (position, class, keys, shapes, dtypes),
         then copies the weights in place."""
         saved = self.json("layers")
@@ -478,26 +479,26 @@ class _File:
             p[...] = t
 
 
-def load_model(filepath: str, compile: bool = True, custom_objects: Any = None) -> "Model":
-    """Rebuilds the model saved by :func:`save_model` (a ``Sequential`` or a functional
-    ``Model``): architecture, weights and, when ``compile``, the compile config and the
-    optimizer state.
+def load_model(filepath: str, classes: Dict[str, Any], compile: bool = True,
+               custom_objects: Any = None) -> Model:
+    """Rebuilds the model saved by :func:`save_model`: architecture, weights and, when
+    ``compile``, the compile config and the optimizer state. ``classes`` maps the saved
+    ``class_name`` to the model class (``rnnkit.models.load_model`` passes ``Sequential`` and
+    ``Model``; this module imports no model class).
 
     Shapes
     ------
     The model is built for the saved input shapes.
     """
     from rnnkit.layers.base import restoring_weights
-    from rnnkit.models import Model, Sequential
 
     f = _File(filepath)
     if f.metadata.get("kind") != "model":
         raise f.fail(f"holds only weights (kind {f.metadata.get('kind')!r}); build the model and "
                      "call model.load_weights() instead")
     cfg = f.json("model_config")
-    classes = {"Sequential": Sequential, "Model": Model}
     if not isinstance(cfg, dict) or cfg.get("class_name") not in classes or not isinstance(cfg.get("config"), dict):
-        raise f.fail("metadata 'model_config' is missing or is not a Sequential or Model config")
+        raise f.fail(f"metadata 'model_config' is missing or is not a config of {sorted(classes)}")
     try:
         # the architecture may create no more parameter bytes than the file holds
         with restoring_weights(f.tensor_bytes):
@@ -530,7 +531,7 @@ def load_model(filepath: str, compile: bool = True, custom_objects: Any = None) 
     return model
 
 
-def load_weights(model: "Model", filepath: str) -> None:
+def load_weights(model: Model, filepath: str) -> None:
     """Loads weights from a file written by :func:`save_weights` or :func:`save_model` into the
     built ``model`` (matched by layer position; nothing is assigned unless everything fits).
 

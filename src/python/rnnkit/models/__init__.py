@@ -41,4 +41,5 @@ def load_model(filepath: str, compile: bool = True, custom_objects: Any = None) 
     """
     from rnnkit import serialization
 
-    return serialization.load_model(filepath, compile=compile, custom_objects=custom_objects)
+    return serialization.load_model(filepath, {"Sequential": Sequential, "Model": Model}, compile=compile,
+                                    custom_objects=custom_objects)
