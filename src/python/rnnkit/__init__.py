@@ -11,7 +11,17 @@ from typing import Any, Dict
 from rnnkit import _core
 from rnnkit._checks import check_positive_int
 
-__version__ = "0.1.0"
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnnkit")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 
 def set_num_threads(n: int) -> None:
@@ -48,7 +58,8 @@ def build_info() -> Dict[str, Any]:
 from rnnkit import functional  # noqa: E402
 
 _SUBMODULES = ("activations", "callbacks", "initializers", "interop", "layers", "losses",
-               "metrics", "models", "nn", "optimizers", "schedules", "serialization", "streaming")
+               "metrics", "models", "nn", "optimizers", "schedules", "serialization", "streaming",
+               "training")
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
+from rnnkit._registry import deserialize_object, serialize_object
+
 __all__ = [
     "Initializer", "Constant", "Zeros", "Ones", "RandomUniform", "RandomNormal", "TruncatedNormal",
     "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
@@ -449,30 +451,29 @@ _ALIASES: Dict[str, str] = {
 }
 
 
+def _find(name: str) -> Optional[Type[Initializer]]:
+    return _CLASSES.get(_ALIASES.get(name, name))
+
+
 def _lookup(name: str) -> Type[Initializer]:
-    cls_name = _ALIASES.get(name, name)
-    if cls_name not in _CLASSES:
+    cls = _find(name)
+    if cls is None:
         known = sorted(set(_ALIASES) | set(_CLASSES))
         raise ValueError(f"initializer: unknown name {name!r}; expected one of {known}")
-    return _CLASSES[cls_name]
+    return cls
 
 
 def serialize(initializer: Any) -> Any:
     """``{"class_name": ..., "config": {...}}`` for an :class:`Initializer`; a plain callable is
     returned as it is (it round-trips in memory but is not JSON-serialisable)."""
-    if isinstance(initializer, Initializer):
-        return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
-    if callable(initializer):
+    if not isinstance(initializer, Initializer) and callable(initializer):
         return initializer
-    raise TypeError(f"initializer: expected an Initializer or a callable, got {type(initializer).__name__}")
+    return serialize_object(initializer, Initializer, "initializer")
 
 
 def deserialize(config: Dict[str, Any]) -> Initializer:
     """Inverse of :func:`serialize` for ``{"class_name": ..., "config": {...}}`` dicts."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"config: expected a dict with 'class_name' and 'config', got {config!r}")
-    cls = _lookup(str(config["class_name"]))
-    return cls.from_config(dict(config.get("config") or {}))
+    return deserialize_object(config, _find, "initializer", set(_ALIASES) | set(_CLASSES))
 
 
 def get(identifier: Any) -> Callable[..., np.ndarray]:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Optional, Type, Union
 
 import numpy as np
 
+from rnnkit._registry import deserialize_object, serialize_object
+
 from rnnkit._rows import argmax_last_axis
 
 __all__ = [
@@ -160,6 +162,10 @@ class Metric:
 
     def get_config(self) -> Dict[str, Any]:
         return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Metric":
+        return cls(**config)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} result={self.result():.4g}>"
@@ -310,16 +316,10 @@ def get(identifier: Union[str, Metric, Dict[str, Any]], loss: Any = None) -> Met
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):
-        if "class_name" not in identifier or "config" not in identifier:
-            raise ValueError(f"metrics: expected a dict with 'class_name' and 'config', got {identifier!r}")
-        cls = _CLASSES.get(identifier["class_name"])
-        if cls is None:
-            raise ValueError(f"metrics: unknown metric class {identifier['class_name']!r}; expected "
-                             f"one of {sorted(_CLASSES)}")
-        cfg = dict(identifier["config"])
-        if cls is Accuracy:
-            return Accuracy(name=cfg.get("name", "accuracy"), loss=loss)
-        return cls(**cfg)
+        metric = deserialize_object(identifier, _CLASSES.get, "metric class", _CLASSES)
+        if isinstance(metric, Accuracy):  # 'accuracy' resolves against the compiled loss
+            return Accuracy(name=metric.name, loss=loss)
+        return metric
     if isinstance(identifier, str):
         if identifier in ("accuracy", "acc"):
             return Accuracy(name=identifier, loss=loss)
@@ -338,4 +338,4 @@ def serialize(metric: Metric) -> Dict[str, Any]:
     if type(metric) not in _CLASSES.values():
         raise TypeError(f"metric: only the built-in metrics can be serialized, got "
                         f"{type(metric).__name__}")
-    return {"class_name": type(metric).__name__, "config": metric.get_config()}
+    return serialize_object(metric, Metric, "metric")
