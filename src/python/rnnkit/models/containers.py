@@ -13,6 +13,7 @@ import numpy as np
 
 from rnnkit._threads import PerThread
 from rnnkit.layers.base import Layer
+from rnnkit.models.collection import LayerCollection
 from rnnkit.models.sequential import check_layers
 
 __all__ = ["FeedForwardNetwork", "RecurrentNetwork"]
@@ -36,7 +37,7 @@ class _Pass:
         self.output_mask: Optional[np.ndarray] = None
 
 
-class FeedForwardNetwork:
+class FeedForwardNetwork(LayerCollection):
     """Layers applied one after the other: ``output = layer(output)`` in order; :meth:`backward`
     runs them in reverse. Masks from ``Embedding``/``Masking`` are passed along.
 
@@ -104,42 +105,6 @@ class FeedForwardNetwork:
             if d is None:  # an Embedding: nothing flows further back
                 break
         return d
-
-    # ---- parameters ---------------------------------------------------------------------------
-    def zero_grad(self) -> None:
-        for layer in self.layers:
-            layer.zero_grad()
-
-    def trainable_variables(self) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-        """``(params, grads)``: the arrays of every trainable layer, layer by layer in
-        ``layer.params`` order (what the optimizer updates)."""
-        params: List[np.ndarray] = []
-        grads: List[np.ndarray] = []
-        for layer in self.layers:
-            if layer.trainable:
-                for k, p in layer.params.items():
-                    params.append(p)
-                    grads.append(layer.grads[k])
-        return params, grads
-
-    def get_weights(self) -> List[np.ndarray]:
-        """Every layer's ``get_weights()`` in order (Keras's order and layout)."""
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Inverse of :meth:`get_weights` (the layers must be built)."""
-        weights = list(weights)
-        counts = [len(layer.get_weights()) for layer in self.layers]
-        if sum(counts) != len(weights):
-            per = ", ".join(f"{l.name}: {c}" for l, c in zip(self.layers, counts))
-            raise ValueError(f"weights: expected {sum(counts)} arrays ({per}), got {len(weights)}")
-        i = 0
-        for layer, c in zip(self.layers, counts):
-            layer.set_weights(weights[i:i + c])
-            i += c
-
-    def count_params(self) -> int:
-        return int(sum(layer.count_params() for layer in self.layers))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} layers={[layer.name for layer in self.layers]}>"

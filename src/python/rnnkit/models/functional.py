@@ -35,6 +35,7 @@ from rnnkit.callbacks import Callback, History
 from rnnkit.layers.base import Layer, deserialize, serialize
 from rnnkit.layers.input_layer import Input, InputLayer
 from rnnkit.layers.symbolic import KerasTensor, Node, flatten, is_symbolic, map_structure
+from rnnkit.models.collection import LayerCollection
 from rnnkit.models.graph import Graph, Trace
 
 __all__ = ["Model"]
@@ -48,7 +49,7 @@ def _as_list(v: Any) -> List[Any]:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-class Model:
+class Model(LayerCollection):
     """A model: layers connected from ``inputs`` to ``outputs``, with Keras's training API.
 
     Parameters
@@ -157,18 +158,6 @@ class Model:
         return out
 
     # ---- parameters -----------------------------------------------------------------------------
-    def trainable_variables(self) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-        """``(params, grads)`` of every trainable layer, layer by layer in ``layer.params`` order
-        (what the optimizer updates)."""
-        params: List[np.ndarray] = []
-        grads: List[np.ndarray] = []
-        for layer in self.layers:
-            if layer.trainable:
-                for k, p in layer.params.items():
-                    params.append(p)
-                    grads.append(layer.grads[k])
-        return params, grads
-
     @property
     def weights(self) -> List[np.ndarray]:
         return [p for layer in self.layers for p in layer.params.values()]
@@ -176,29 +165,6 @@ class Model:
     @property
     def trainable_weights(self) -> List[np.ndarray]:
         return self.trainable_variables()[0]
-
-    def zero_grad(self) -> None:
-        for layer in self.layers:
-            layer.zero_grad()
-
-    def get_weights(self) -> List[np.ndarray]:
-        """Every layer's ``get_weights()`` in order (Keras's order and layout)."""
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Inverse of :meth:`get_weights` (the model must be built)."""
-        weights = list(weights)
-        counts = [len(layer.get_weights()) for layer in self.layers]
-        if sum(counts) != len(weights):
-            per = ", ".join(f"{l.name}: {c}" for l, c in zip(self.layers, counts))
-            raise ValueError(f"weights: expected {sum(counts)} arrays ({per}), got {len(weights)}")
-        i = 0
-        for layer, c in zip(self.layers, counts):
-            layer.set_weights(weights[i:i + c])
-            i += c
-
-    def count_params(self) -> int:
-        return int(sum(layer.count_params() for layer in self.layers))
 
     # ---- the protocol the training loop uses ------------------------------------------------------
     def prepare_inputs(self, x: Any, name: str = "x") -> List[np.ndarray]:

@@ -1,0 +1,59 @@
+"""What every container of layers offers over its ``layers``: gradients, trainable variables and
+weights in Keras's order (shared by :class:`~rnnkit.models.Model` and the plain containers)."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from rnnkit.layers.base import Layer
+
+__all__ = ["LayerCollection"]
+
+
+class LayerCollection:
+    """Mixin over a ``layers`` attribute (a list of :class:`~rnnkit.layers.base.Layer`).
+
+    Shapes
+    ------
+    ``get_weights()``: every layer's ``get_weights()`` in order (Keras's layouts).
+    """
+
+    layers: List[Layer]
+
+    def zero_grad(self) -> None:
+        """Zeroes every layer's gradients."""
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def trainable_variables(self) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+        """``(params, grads)`` of every trainable layer, layer by layer in ``layer.params`` order
+        (what the optimizer updates)."""
+        params: List[np.ndarray] = []
+        grads: List[np.ndarray] = []
+        for layer in self.layers:
+            if layer.trainable:
+                for k, p in layer.params.items():
+                    params.append(p)
+                    grads.append(layer.grads[k])
+        return params, grads
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Every layer's ``get_weights()`` in order (Keras's order and layout)."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Inverse of :meth:`get_weights` (the layers must be built)."""
+        weights = list(weights)
+        counts = [len(layer.get_weights()) for layer in self.layers]
+        if sum(counts) != len(weights):
+            per = ", ".join(f"{l.name}: {c}" for l, c in zip(self.layers, counts))
+            raise ValueError(f"weights: expected {sum(counts)} arrays ({per}), got {len(weights)}")
+        i = 0
+        for layer, c in zip(self.layers, counts):
+            layer.set_weights(weights[i:i + c])
+            i += c
+
+    def count_params(self) -> int:
+        """The number of parameter entries of all layers."""
+        return int(sum(layer.count_params() for layer in self.layers))
