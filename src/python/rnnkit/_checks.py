@@ -85,6 +85,29 @@ def check_finite(name: str, a: np.ndarray) -> None:
         raise ValueError(f"{name}: holds {bad} NaN or infinite value(s)")
 
 
+def check_int_or_single(name: str, v: Any) -> int:
+    """A positive int given as an int or a tuple/list of one int (Keras's ``standardize_tuple``
+    for rank 1: ``kernel_size``, ``strides``, ``pool_size``)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 1:
+            raise ValueError(f"{name}: expected an int or a tuple of 1 int, got {tuple(v)!r}")
+        v = v[0]
+    return check_positive_int(name, v)
+
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_data_format(v: Any) -> str:
+    """Keras's ``standardize_data_format``: ``'channels_last'`` (None means it, Keras's default
+    ``image_data_format``) or ``'channels_first'``."""
+    if v is None:
+        return "channels_last"
+    if not isinstance(v, str) or v.lower() not in DATA_FORMATS:
+        raise ValueError(f"data_format: expected one of {list(DATA_FORMATS)} or None, got {v!r}")
+    return v.lower()
+
+
 def check_bool(name: str, v: Any) -> bool:
     """``v`` as a bool; TypeError for anything but bool / numpy bool."""
     if not isinstance(v, (bool, np.bool_)):

@@ -74,7 +74,7 @@ def _checksum(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> str:
         if k != "checksum":
             h.update(f"meta\0{k}\0{metadata[k]}\0".encode())
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name], order="C")
         h.update(f"tensor\0{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()
@@ -218,7 +218,7 @@ def _layer_tensors(model: Model) -> Tuple[Dict[str, np.ndarray], List[Dict[str, 
     for layer in model.layers:
         entry = {"name": layer.name, "class_name": type(layer).__name__, "params": {}}
         for k, p in layer.params.items():
-            tensors[f"{layer.name}/{k}"] = np.ascontiguousarray(p)
+            tensors[f"{layer.name}/{k}"] = np.array(p, order="C")
             entry["params"][k] = {"shape": list(p.shape), "dtype": p.dtype.name}
         layers.append(entry)
     return tensors, layers
@@ -259,7 +259,7 @@ def save_model(model: Model, filepath: str, include_optimizer: bool = True) -> N
             state = opt.get_state(params)
             meta["optimizer_iterations"] = str(int(state.pop("iterations")))
             for k, v in state.items():
-                tensors[f"optimizer/{k}"] = np.ascontiguousarray(v)
+                tensors[f"optimizer/{k}"] = np.array(v, order="C")
     atomic_write(filepath, _serialize(tensors, meta))
 
 

@@ -37,6 +37,8 @@ import contextlib
 import contextvars
 import importlib
 import itertools
+import re
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
@@ -116,6 +118,8 @@ class Layer:
         self.built = False
         self.params: Dict[str, np.ndarray] = {}
         self.grads: Dict[str, np.ndarray] = {}
+        self.non_trainable_keys: set = set()
+        self._warned_mask = False
 
     # ---- building -----------------------------------------------------------------------------
     def build(self, input_shape: Any) -> None:
@@ -129,10 +133,12 @@ class Layer:
             self.build(input_shape if isinstance(input_shape, list) else tuple(input_shape))
             self.built = True
 
-    def add_weight(self, name: str, shape: Sequence[int], initializer: Any) -> np.ndarray:
-        """Creates parameter ``name`` of ``shape`` from ``initializer`` (a name, an
-        :class:`~rnnkit.initializers.Initializer` or any ``f(shape, dtype) -> array``) and its
-        zero gradient. Every parameter of every layer is made here.
+    def add_weight(self, name: str, shape: Sequence[int], initializer: Any, trainable: bool = True) -> np.ndarray:
+        """Creates parameter ``name`` of ``shape`` (``()`` for a scalar) from ``initializer`` (a
+        name, an :class:`~rnnkit.initializers.Initializer` or any ``f(shape, dtype) -> array``)
+        and its zero gradient. Every parameter of every layer is made here. A non-trainable
+        parameter (``trainable=False``, e.g. BatchNormalization's moving statistics) is saved and
+        restored with the others but never given to an optimizer.
 
         Under :func:`restoring_weights` (a model being loaded from a file) the initializer is not
         run: the parameter starts at zero, and its bytes are charged to the file's budget first.
@@ -152,13 +158,35 @@ class Layer:
             value = np.zeros(shape, dtype=self.dtype)
         else:
             init = initializers.get(initializer) if not callable(initializer) else initializer
-            value = np.ascontiguousarray(init(shape, dtype=self.dtype), dtype=self.dtype)
+            value = np.array(init(shape, dtype=self.dtype), dtype=self.dtype, order="C")
             if value.shape != shape:
                 raise ValueError(f"{self.name}: the initializer of {name!r} returned shape "
                                  f"{value.shape}, expected {shape}")
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
+        if not trainable:
+            self.non_trainable_keys.add(name)
         return value
+
+    @property
+    def trainable_weights(self) -> List[np.ndarray]:
+        """The parameters an optimizer updates (none when the layer is frozen)."""
+        if not self.trainable:
+            return []
+        return [p for k, p in self.params.items() if k not in self.non_trainable_keys]
+
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        """The parameters no optimizer touches (all of them when the layer is frozen)."""
+        if not self.trainable:
+            return list(self.params.values())
+        return [p for k, p in self.params.items() if k in self.non_trainable_keys]
+
+    def trainable_keys(self) -> List[str]:
+        """The keys of :attr:`trainable_weights` (what a model hands to its optimizer)."""
+        if not self.trainable:
+            return []
+        return [k for k in self.params if k not in self.non_trainable_keys]
 
     # ---- the eager protocol ---------------------------------------------------------------------
     def check_inputs(self, inputs: Any) -> Any:
@@ -178,6 +206,14 @@ class Layer:
         """Runs one eager call: ``(outputs, ctx)``; pass ``ctx`` to :meth:`backward`."""
         inputs = self.check_inputs(inputs)
         self.maybe_build(shape_of(inputs))
+        if mask is not None and not self.supports_masking and any(m is not None for m in flatten(mask)):
+            if not self._warned_mask:
+                self._warned_mask = True
+                warnings.warn(f"Layer {self.name!r} (of type {type(self).__name__}) was passed an input with "
+                              "a mask attached to it. However, this layer does not support masking and will "
+                              "therefore destroy the mask information. Downstream layers will not see the "
+                              "mask.", UserWarning, stacklevel=3)
+            mask = None
         ctx = Context(bool(training), bool(need_input_grad))
         return self.call(inputs, ctx, training=bool(training), mask=mask, **kwargs), ctx
 
@@ -218,10 +254,10 @@ class Layer:
             return self._symbolic_call(inputs, mask, kwargs)
         outputs, ctx = self.apply(inputs, training=training, mask=mask, **kwargs)
         self._last = ctx
-        # NumPy in, NumPy out: C-contiguous arrays for the user (inside a model, layers hand on
-        # views in whatever memory order they computed, e.g. time-major)
-        return map_structure(lambda v: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v,
-                             outputs)
+        # NumPy in, NumPy out: fresh C-contiguous arrays for the user, which the user may change
+        # in place without touching what the call keeps for its backward (inside a model, layers
+        # hand on views in whatever memory order they computed, e.g. time-major)
+        return map_structure(lambda v: np.array(v, order="C") if isinstance(v, np.ndarray) else v, outputs)
 
     def forward(self, inputs: Any, mask: Any = None, training: bool = False, **kwargs: Any) -> Any:
         """Alias of calling the layer."""
@@ -238,7 +274,7 @@ class Layer:
         shapes = map_structure(lambda t: t.shape, inputs)
         shapes = list(shapes) if isinstance(shapes, tuple) and isinstance(inputs, (list, tuple)) else shapes
         self.maybe_build(shapes)
-        out_shape = self.compute_output_shape(shapes)
+        out_shape = self.compute_output_shape_of_call(shapes, **kwargs)
         node = Node(self, inputs, kwargs)
         several = isinstance(out_shape, list)
         out_shapes = out_shape if several else [out_shape]
@@ -258,6 +294,11 @@ class Layer:
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape)
+
+    def compute_output_shape_of_call(self, input_shape: Any, **call_kwargs: Any) -> Any:
+        """The output shape(s) of a call with these keyword arguments (for a layer whose outputs
+        depend on them, e.g. ``return_attention_scores``); by default :meth:`compute_output_shape`."""
+        return self.compute_output_shape(input_shape)
 
     # ---- parameters ---------------------------------------------------------------------------
     def accumulate_grads(self, grads: Dict[str, np.ndarray]) -> None:
@@ -318,12 +359,9 @@ class Layer:
 
 
 def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """Keras's ``to_snake_case``: ``SimpleRNN`` -> ``simple_rnn``, ``Conv1D`` -> ``conv1d``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def check_mask(name: str, mask: Any, batch: int, steps: int) -> Optional[np.ndarray]:
@@ -393,8 +431,9 @@ def _lookup(class_name: str, custom_objects: Optional[Dict[str, Any]] = None) ->
         for mod in _LAYER_MODULES:
             try:
                 importlib.import_module(mod)
-            except ImportError:
-                continue
+            except ModuleNotFoundError as e:  # a module not shipped; any other error surfaces
+                if e.name != mod:
+                    raise
     return _REGISTRY.get(class_name)
 
 

@@ -27,15 +27,15 @@ class LayerCollection:
             layer.zero_grad()
 
     def trainable_variables(self) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-        """``(params, grads)`` of every trainable layer, layer by layer in ``layer.params`` order
-        (what the optimizer updates)."""
+        """``(params, grads)``: every layer's trainable parameters (see
+        :meth:`~rnnkit.layers.base.Layer.trainable_keys`), layer by layer in ``layer.params``
+        order: what the optimizer updates."""
         params: List[np.ndarray] = []
         grads: List[np.ndarray] = []
         for layer in self.layers:
-            if layer.trainable:
-                for k, p in layer.params.items():
-                    params.append(p)
-                    grads.append(layer.grads[k])
+            for k in layer.trainable_keys():
+                params.append(layer.params[k])
+                grads.append(layer.grads[k])
         return params, grads
 
     def get_weights(self) -> List[np.ndarray]:

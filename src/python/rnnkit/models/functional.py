@@ -166,6 +166,10 @@ class Model(LayerCollection):
     def trainable_weights(self) -> List[np.ndarray]:
         return self.trainable_variables()[0]
 
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        return [p for layer in self.layers for p in layer.non_trainable_weights]
+
     # ---- the protocol the training loop uses ------------------------------------------------------
     def prepare_inputs(self, x: Any, name: str = "x") -> List[np.ndarray]:
         """``x`` as one array per model input (a list, a dict by input name, or one array for a
@@ -463,7 +467,7 @@ class Model(LayerCollection):
         if not rows:
             lines.append("=" * width)
         total = self.count_params()
-        trainable = sum(layer.count_params() for layer in self.layers if layer.trainable)
+        trainable = sum(int(p.size) for layer in self.layers for p in layer.trainable_weights)
         lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
                   f"Non-trainable params: {total - trainable:,}", "_" * width]
         pf("\n".join(lines))
