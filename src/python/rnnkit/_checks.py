@@ -201,11 +201,16 @@ def from_rows(rows: np.ndarray, lead_shape: Sequence[int], perm: Sequence[int]) 
     ------
     rows: [prod(lead_shape), K] -> [*lead_shape, K]
     """
-    perm = tuple(perm)
     k = rows.shape[-1]
     full = tuple(lead_shape) + (k,)
-    if perm == tuple(range(len(full))):
+    if len(full) == 3 and tuple(perm) == _TIME_MAJOR:
+        # memory [T, N, K] seen as [N, T, K]
+        return rows.reshape(full[1], full[0], k).transpose(_TIME_MAJOR)
+    if tuple(perm) == tuple(range(len(full))):
         return rows.reshape(full)
     mem_shape = tuple(full[p] for p in perm)
     inv = tuple(int(i) for i in np.argsort(perm))
     return rows.reshape(mem_shape).transpose(inv)
+
+
+_TIME_MAJOR = (1, 0, 2)

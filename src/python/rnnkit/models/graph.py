@@ -87,6 +87,20 @@ class Graph:
             for t in n.outputs:
                 self._needs_grad[t.id] = upstream or has_params
         self._needs_grad_from_inputs = {k: True for k in self._needs_grad}
+        # per node, decided once: whether its inputs need a gradient (by default, and when the
+        # model's inputs do), its tensor keyword arguments, and whether it is a plain one-in /
+        # one-out call (the common case, run without rebuilding the call's structure)
+        self._need = {}
+        self._need_all = {}
+        self._kwarg_idx = {}
+        self._simple = {}
+        for n in self.nodes:
+            idx = [i for i in n.input_indices if i is not None]
+            self._need[id(n)] = any(self._needs_grad.get(n.inbound[i].id, False) for i in idx)
+            self._need_all[id(n)] = bool(idx)
+            self._kwarg_idx[id(n)] = n.kwarg_indices()
+            self._simple[id(n)] = (not isinstance(n.inputs_structure, (list, tuple)) and len(n.inbound) == 1
+                                   and not n.kwargs and not n.outputs_structure)
         # every consumer of a tensor (for the loss fusion check)
         self.consumers: Dict[int, int] = {}
         for n in self.nodes:
@@ -99,19 +113,30 @@ class Graph:
         checked by the caller). With ``input_grads`` the backward of this pass also computes the
         gradients w.r.t. the inputs (by default the layers that read only data skip them)."""
         tr = Trace()
-        needs = self._needs_grad if not input_grads else self._needs_grad_from_inputs
+        need_of = self._need_all if input_grads else self._need
+        values, masks_of, contexts = tr.values, tr.masks, tr.contexts
         for t, v in zip(self.inputs, inputs):
-            tr.values[t.id] = t.node.layer.check_inputs(v)
-            tr.masks[t.id] = None
+            values[t.id] = t.node.layer.check_inputs(v)
+            masks_of[t.id] = None
         for node in self.nodes:
+            key = id(node)
+            if self._simple[key]:
+                src = node.inbound[0].id
+                v, m = values[src], masks_of[src]
+                out, ctx = node.layer.apply(v, training=training, mask=m, need_input_grad=need_of[key])
+                om = node.layer.compute_mask(v, m)
+                dst = node.outputs[0].id
+                values[dst] = out
+                masks_of[dst] = om[0] if isinstance(om, list) else om
+                contexts[key] = ctx
+                continue
             args = [tr.values[t.id] for t in node.inbound]
             masks = [tr.masks[t.id] for t in node.inbound]
             inputs_v, kwargs = node.bind(args)
             in_mask = node.bind(masks)[0]
             if isinstance(in_mask, list) and all(m is None for m in flatten(in_mask)):
                 in_mask = None
-            need = any(i is not None and needs.get(node.inbound[i].id, False) for i in node.input_indices)
-            out, ctx = node.layer.apply(inputs_v, training=training, mask=in_mask, need_input_grad=need,
+            out, ctx = node.layer.apply(inputs_v, training=training, mask=in_mask, need_input_grad=need_of[key],
                                         **kwargs)
             out_mask = node.layer.compute_mask(inputs_v, in_mask)
             outs = list(out) if node.outputs_structure else [out]
@@ -155,10 +180,21 @@ class Graph:
                 via_logits.add(id(t.node))
             grads[t.id] = d if t.id not in grads else grads[t.id] + d
         for node in reversed(self.nodes):
+            key = id(node)
+            if self._simple[key]:
+                d = grads.get(node.outputs[0].id)
+                if d is None:
+                    continue
+                ctx = trace.contexts[key]
+                d_in = node.layer.backprop_logits(d, ctx) if key in via_logits else node.layer.backward(d, ctx)
+                if d_in is not None:
+                    src = node.inbound[0].id
+                    grads[src] = d_in if src not in grads else grads[src] + d_in
+                continue
             ds = [grads.get(t.id) for t in node.outputs]
             if all(d is None for d in ds):
                 continue
-            ctx = trace.contexts[id(node)]
+            ctx = trace.contexts[key]
             if id(node) in via_logits:
                 d_in = node.layer.backprop_logits(ds[0], ctx)
             else:
@@ -166,8 +202,8 @@ class Graph:
             d_leaves = flatten(d_in) if isinstance(node.inputs_structure, (list, tuple)) else [d_in]
             self._add(grads, node, node.input_indices, d_leaves)
             # gradients of tensor-valued keyword arguments (a recurrent layer's initial_state)
-            for key, indices in node.kwarg_indices().items():
-                kg = ctx.kwarg_grads.get(key)
+            for name, indices in self._kwarg_idx[key].items():
+                kg = ctx.kwarg_grads.get(name)
                 if kg is not None:
                     self._add(grads, node, indices, flatten(kg) if isinstance(kg, (list, tuple)) else [kg])
         return [grads.get(t.id) for t in self.inputs]
