@@ -591,7 +591,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use rnnkit.functional).";
   {
     PythonSignals& ps = python_signals();
-    py::module_ signal = py::module_::import("signal");
+    // _signal.getsignal returns the handler as stored (signal.getsignal converts it to an enum
+    // first, ~10 us per kernel call)
+    py::module_ signal = py::module_::import("_signal");
     ps.main_thread = py::module_::import("threading")
                          .attr("main_thread")()
                          .attr("ident")

@@ -446,26 +446,17 @@ inline bool weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh
             dx + r0 * d.C, d.C, false);
       }))
     return false;
-  // dw_ih = dGx^T · x                [GH, T*N] x [T*N, C]     (summed over the pieces of rows)
-  if (!for_row_chunks(rows, 2.0 * double(GH) * double(d.C), [&](Index r0, Index r1) {
-        gemm_parallel<T>(
-            GH, d.C, r1 - r0, dGx + r0 * GH, GH, true,
-            [&](PackedB<T>& B, Index c0, Index c1) {
-              B.pack_plain(x + r0 * d.C, r1 - r0, d.C, c0, c1);
-            },
-            dw_ih, d.C, /*accumulate=*/r0 > 0);
-      }))
-    return false;
-  // dw_hh = dGh^T · hprev            [GH, T*N] x [T*N, H]
-  if (!for_row_chunks(rows, 2.0 * double(GH) * double(d.H), [&](Index r0, Index r1) {
-        gemm_parallel<T>(
-            GH, d.H, r1 - r0, dGh + r0 * GH, GH, true,
-            [&](PackedB<T>& B, Index c0, Index c1) {
-              B.pack_plain(hprev + r0 * d.H, r1 - r0, d.H, c0, c1);
-            },
-            dw_hh, d.H, /*accumulate=*/r0 > 0);
-      }))
-    return false;
+  // dW: [GH, K] = dG^T · A   ([GH, T*N] x [T*N, K]), summed over the pieces of rows
+  auto weight_grad = [&](const T* dG, const T* A, Index K, T* dW) {
+    return for_row_chunks(rows, 2.0 * double(GH) * double(K), [&](Index r0, Index r1) {
+      gemm_parallel<T>(
+          GH, K, r1 - r0, dG + r0 * GH, GH, true,
+          [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(A + r0 * K, r1 - r0, K, c0, c1); },
+          dW, K, /*accumulate=*/r0 > 0);
+    });
+  };
+  // dw_ih = dGx^T · x;  dw_hh = dGh^T · hprev
+  if (!weight_grad(dGx, x, d.C, dw_ih) || !weight_grad(dGh, hprev, d.H, dw_hh)) return false;
   // db = sum over all T*N rows
   if (db_ih) column_sums(dGx, rows, GH, db_ih);
   if (db_hh) column_sums(dGh, rows, GH, db_hh);
