@@ -64,6 +64,38 @@ def check_shape(name: str, a: np.ndarray, expected: Sequence[Optional[int]], wha
         raise ValueError(f"{name}: expected shape {shape_str(expected)}{hint}, got {shape_str(a.shape)}")
 
 
+def recurrent_weights(gates: int, cell: str, w_ih: Any, w_hh: Any, b_ih: Any = None, b_hh: Any = None, *,
+                      dtype: Optional[np.dtype] = None, C: Optional[int] = None, prefix: str = "",
+                      contiguous: bool = True) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
+                                                        Optional[np.ndarray]]:
+    """One layer-direction's weights in rnnkit's (PyTorch's) layout, checked: ``w_hh [G*H, H]``
+    decides ``H``; ``w_ih [G*H, C]`` (``C`` checked when given); biases ``[G*H]`` or None. All of
+    one float dtype (``dtype``, else ``w_hh``'s); errors name ``prefix + argument``. The one
+    weight check of the package (functional API, streams, interop).
+
+    Shapes
+    ------
+    w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H]
+    """
+    w_hh = as_float_array(prefix + "w_hh", w_hh, dtype, contiguous)
+    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != gates * w_hh.shape[1]:
+        raise ValueError(f"{prefix}w_hh: expected shape ({gates}*H, H) for {cell} (G={gates}), got "
+                         f"{shape_str(w_hh.shape)}")
+    H = w_hh.shape[1]
+    w_ih = as_float_array(prefix + "w_ih", w_ih, w_hh.dtype, contiguous)
+    if w_ih.ndim != 2 or w_ih.shape[0] != gates * H or (C is not None and w_ih.shape[1] != C):
+        want = f"({gates * H}, {'C' if C is None else C})"
+        raise ValueError(f"{prefix}w_ih: expected shape {want} = ({gates}*H, C) with H={H} from w_hh"
+                         f"{'' if C is None else f', C={C} from x'}, got {shape_str(w_ih.shape)}")
+    out = []
+    for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            b = as_float_array(prefix + nm, b, w_hh.dtype, contiguous)
+            check_shape(prefix + nm, b, (gates * H,), f"= ({gates}*H,) with H={H}")
+        out.append(b)
+    return w_ih, w_hh, out[0], out[1]
+
+
 def as_mask(name: str, mask: Any, expected: Sequence[int]) -> np.ndarray:
     """Returns a C-contiguous bool mask of shape `expected`. Bool arrays are used as they are;
     integer arrays are read as `mask != 0`; anything else raises TypeError."""

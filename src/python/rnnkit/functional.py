@@ -49,7 +49,8 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import FLOAT_DTYPES, as_float_array, as_mask, check_shape, shape_str as _shape_str
+from rnnkit._checks import FLOAT_DTYPES, as_float_array, as_mask, check_shape, recurrent_weights
+from rnnkit._checks import shape_str as _shape_str
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
@@ -161,18 +162,8 @@ def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b
     if T == 0 or N == 0 or C == 0:
         raise ValueError(f"x: every size of [T, N, C] must be at least 1, got shape {x.shape}")
     dt = x.dtype
-    w_hh = as_float_array("w_hh", w_hh, dt)
-    if w_hh.ndim != 2 or w_hh.shape[0] != gates * w_hh.shape[1] or w_hh.shape[1] == 0:
-        raise ValueError(
-            f"w_hh: expected shape ({gates}*H, H) for {cell} (G={gates}), got {w_hh.shape}")
+    w_ih, w_hh, b_ih, b_hh = recurrent_weights(gates, cell, w_ih, w_hh, b_ih, b_hh, dtype=dt, C=C)
     H = w_hh.shape[1]
-    w_ih = as_float_array("w_ih", w_ih, dt)
-    check_shape("w_ih", w_ih, (gates * H, C), f"= ({gates}*H, C) with H={H} from w_hh, C={C} from x")
-    b_ih = None if b_ih is None else as_float_array("b_ih", b_ih, dt)
-    b_hh = None if b_hh is None else as_float_array("b_hh", b_hh, dt)
-    for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            check_shape(nm, b, (gates * H,), f"= ({gates}*H,) with H={H}")
     out_states = []
     for nm, s in zip(state_names, states):
         if s is not None:

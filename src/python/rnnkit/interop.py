@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from rnnkit import _layouts, nn
-from rnnkit._checks import FLOAT_DTYPES, check_bool, shape_str
+from rnnkit._checks import FLOAT_DTYPES, check_bool, recurrent_weights, shape_str
 from rnnkit.nn.module import SeedLike, to_numpy
 
 __all__ = [
@@ -95,23 +95,8 @@ def _check_direction(cell: str, name: str, w: Any, dtype: Optional[np.dtype] = N
 def _check_torch_arrays(cell: str, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, prefix: str = "",
                         dtype: Optional[np.dtype] = None
                         ) -> Tuple[Array, Array, Optional[Array], Optional[Array]]:
-    G = _GATES[cell]
-    w_hh = _float_array(prefix + "w_hh", w_hh, dtype)
-    dt = w_hh.dtype
-    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
-        raise ValueError(f"{prefix}w_hh: expected shape ({G}*H, H) for {cell.upper()}, got {shape_str(w_hh.shape)}")
-    H = w_hh.shape[1]
-    w_ih = _float_array(prefix + "w_ih", w_ih, dt)
-    if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
-        raise ValueError(f"{prefix}w_ih: expected shape ({G * H}, C) = ({G}*H, C) with H={H} from w_hh, "
-                         f"got {shape_str(w_ih.shape)}")
-    out_b = []
-    for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            b = _float_array(prefix + nm, b, dt)
-            _expect(prefix + nm, b, (G * H,), f"({G}*H,) with H={H}")
-        out_b.append(b)
-    return w_ih, w_hh, out_b[0], out_b[1]
+    conv = [to_numpy(a) for a in (w_ih, w_hh, b_ih, b_hh)]
+    return recurrent_weights(_GATES[cell], cell.upper(), *conv, dtype=dtype, prefix=prefix)
 
 
 def _module_cell(module: Any) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import numpy as np
 
+from rnnkit._checks import shape_str
 from rnnkit._registry import deserialize_object, serialize_object
 from rnnkit._rows import sum_last_axis
 from rnnkit.activations import max_last_axis
@@ -49,8 +50,6 @@ EPSILON = 1e-7
 ValueGrad = Tuple[float, np.ndarray]
 
 
-def _shape(s: Tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(v) for v in s) + ("," if len(s) == 1 else "") + ")"
 
 
 def _as_pred(y_pred: Any) -> np.ndarray:
@@ -58,7 +57,7 @@ def _as_pred(y_pred: Any) -> np.ndarray:
     if p.dtype.kind != "f":
         raise TypeError(f"y_pred: expected a float array, got dtype {p.dtype}")
     if p.ndim < 1:
-        raise ValueError(f"y_pred: expected an array with a class/feature axis, got shape {_shape(p.shape)}")
+        raise ValueError(f"y_pred: expected an array with a class/feature axis, got shape {shape_str(p.shape)}")
     return p
 
 
@@ -67,8 +66,8 @@ def _as_dense_true(y_true: Any, y_pred: np.ndarray) -> np.ndarray:
     if t.dtype.kind not in "fiub":
         raise TypeError(f"y_true: expected a numeric array, got dtype {t.dtype}")
     if t.shape != y_pred.shape:
-        raise ValueError(f"y_true: expected shape {_shape(y_pred.shape)} (the shape of y_pred), "
-                         f"got {_shape(t.shape)}")
+        raise ValueError(f"y_true: expected shape {shape_str(y_pred.shape)} (the shape of y_pred), "
+                         f"got {shape_str(t.shape)}")
     if t.dtype != y_pred.dtype:
         t = t.astype(y_pred.dtype)
     return t
@@ -81,8 +80,8 @@ def _as_labels(y_true: Any, y_pred: np.ndarray) -> np.ndarray:
     if t.shape == lead + (1,) and y_pred.ndim >= 2:
         t = t.reshape(lead)
     if t.shape != lead:
-        raise ValueError(f"y_true: expected integer labels of shape {_shape(lead)} (y_pred's shape "
-                         f"without the class axis, or with a trailing 1), got {_shape(t.shape)}")
+        raise ValueError(f"y_true: expected integer labels of shape {shape_str(lead)} (y_pred's shape "
+                         f"without the class axis, or with a trailing 1), got {shape_str(t.shape)}")
     if t.dtype.kind == "f":
         if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
             raise ValueError("y_true: expected integer class labels, got non-integral floats")
@@ -105,8 +104,8 @@ def _as_mask(mask: Any, lead: Tuple[int, ...]) -> Optional[np.ndarray]:
     if m.dtype.kind not in "biu":
         raise TypeError(f"mask: expected a boolean array, got dtype {m.dtype}")
     if m.shape != lead:
-        raise ValueError(f"mask: expected shape {_shape(lead)} (y_pred's shape without the last "
-                         f"axis), got {_shape(m.shape)}")
+        raise ValueError(f"mask: expected shape {shape_str(lead)} (y_pred's shape without the last "
+                         f"axis), got {shape_str(m.shape)}")
     return m.astype(bool, copy=False)
 
 

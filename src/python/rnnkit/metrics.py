@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Type, Union
 
 import numpy as np
 
+from rnnkit._checks import shape_str
 from rnnkit._registry import deserialize_object, serialize_object
 
 from rnnkit._rows import argmax_last_axis
@@ -34,14 +35,12 @@ __all__ = [
 ]
 
 
-def _shape(s) -> str:
-    return "(" + ", ".join(str(v) for v in s) + ("," if len(s) == 1 else "") + ")"
 
 
 def _check_same(y_true: np.ndarray, y_pred: np.ndarray) -> None:
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true: expected shape {_shape(y_pred.shape)} (the shape of y_pred), got "
-                         f"{_shape(y_true.shape)}")
+        raise ValueError(f"y_true: expected shape {shape_str(y_pred.shape)} (the shape of y_pred), got "
+                         f"{shape_str(y_true.shape)}")
 
 
 def categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
@@ -68,8 +67,8 @@ def sparse_categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
     if t.shape == lead + (1,) and p.ndim >= 2:
         t = t.reshape(lead)
     if t.shape != lead:
-        raise ValueError(f"y_true: expected labels of shape {_shape(lead)} (y_pred's shape without "
-                         f"the class axis), got {_shape(t.shape)}")
+        raise ValueError(f"y_true: expected labels of shape {shape_str(lead)} (y_pred's shape without "
+                         f"the class axis), got {shape_str(t.shape)}")
     return (t.astype(np.int64) == argmax_last_axis(p)).astype(np.float64)
 
 
@@ -140,8 +139,8 @@ class Metric:
             return
         m = np.asarray(mask, dtype=bool)
         if m.shape != v.shape:
-            raise ValueError(f"mask: expected shape {_shape(v.shape)} (y_pred's shape without the "
-                             f"last axis), got {_shape(m.shape)}")
+            raise ValueError(f"mask: expected shape {shape_str(v.shape)} (y_pred's shape without the "
+                             f"last axis), got {shape_str(m.shape)}")
         self._total += float(v[m].sum())
         self._count += int(np.count_nonzero(m))
 

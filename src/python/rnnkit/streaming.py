@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import as_float_array, check_fits_memory, check_positive_int
+from rnnkit._checks import as_float_array, check_fits_memory, check_positive_int, recurrent_weights
 
 __all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
 
@@ -39,17 +39,9 @@ class _Stream:
         batch_size = check_positive_int("batch_size", batch_size)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        w_hh = as_float_array("w_hh", w_hh)
-        dt = w_hh.dtype
         G = _GATES[self._kind]
-        if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
-            raise ValueError(f"w_hh: expected shape ({G}*H, H) for {self._kind}, got {w_hh.shape}")
-        H = w_hh.shape[1]
-        w_ih = as_float_array("w_ih", w_ih, dt)
-        if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
-            raise ValueError(f"w_ih: expected shape ({G * H}, C), got {w_ih.shape}")
-        b_ih = None if b_ih is None else as_float_array("b_ih", b_ih, dt)
-        b_hh = None if b_hh is None else as_float_array("b_hh", b_hh, dt)
+        w_ih, w_hh, b_ih, b_hh = recurrent_weights(G, self._kind, w_ih, w_hh, b_ih, b_hh)
+        dt, H = w_hh.dtype, w_hh.shape[1]
         # the state and one-step workspaces, about N * H * (2G + 4) items, checked before C++
         # allocates anything
         check_fits_memory("batch_size", batch_size,
