@@ -37,6 +37,7 @@ from tqdm import tqdm
 from rnnkit import losses as _losses
 from rnnkit._checks import check_finite as _check_finite_arr
 from rnnkit._checks import check_positive_int, shape_str
+from rnnkit._random import generator
 from rnnkit.callbacks import Callback, CallbackList, History
 
 __all__ = ["fit", "evaluate", "predict", "train_on_batch", "prepare_targets"]
@@ -268,7 +269,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
 
     n = data.n
     steps = -(-n // batch_size)
-    rng = np.random.default_rng(seed)
+    rng = generator(seed)
     if seed is not None:
         _reseed_layers(model, rng)
     params, grads = model.trainable_variables()

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rnnkit._random import generator
 from rnnkit._checks import as_float_array, as_mask, check_rate, check_seed, shape_str
 from rnnkit._recurrent import dropout_mask
 from rnnkit._rows import softmax_last_axis
@@ -97,7 +98,7 @@ class Attention(Layer):
         self.score_mode = score_mode
         self.dropout = check_rate("dropout", dropout)
         self.seed = check_seed("seed", seed)
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = generator(self.seed)
 
     # ---- inputs ---------------------------------------------------------------------------------
     def _check_list(self, what: str, value: Any, lo: int, hi: int, form: str) -> None:

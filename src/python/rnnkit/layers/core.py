@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnkit import activations, initializers
+from rnnkit._random import generator
 from rnnkit._checks import check_positive_int, check_rate, check_seed, from_rows, memory_perm, to_rows
 from rnnkit._recurrent import dropout_mask
 from rnnkit._rows import sum_rows_of_matrix
@@ -268,7 +269,7 @@ class Dropout(Layer):
         self.rate = check_rate("rate", rate)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = check_seed("seed", seed)
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = generator(self.seed)
 
     def _noise_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
         if self.noise_shape is None:

@@ -58,6 +58,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnkit import _layouts, _recurrent, activations, initializers
+from rnnkit._random import generator
 from rnnkit._checks import as_float_array, check_positive_int, check_rate, check_seed, check_shape
 from rnnkit._threads import PerThread
 from rnnkit.layers.base import Context, Layer, Shape, check_grad, check_mask
@@ -88,7 +89,7 @@ class _RNN(Layer):
         self.dropout = check_rate("dropout", dropout)
         self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
         self.seed = check_seed("seed", seed)
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = generator(self.seed)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)

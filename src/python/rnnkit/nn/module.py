@@ -19,6 +19,7 @@ from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Se
 import numpy as np
 
 from rnnkit._checks import FLOAT_DTYPES, check_bool, shape_str
+from rnnkit._random import generator
 from rnnkit._threads import GRAD_LOCK
 
 __all__ = ["Parameter", "Module", "IncompatibleKeys", "DTypeLike", "SeedLike"]
@@ -61,7 +62,7 @@ def make_rng(seed: SeedLike) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None:
-        return np.random.default_rng()
+        return generator()
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected None, an int or a numpy.random.Generator, got {type(seed).__name__}")
     if seed < 0:
