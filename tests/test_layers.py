@@ -80,8 +80,10 @@ def test_activation_backward_and_derivative(rng, name):
 
 
 def test_activation_errors():
-    with pytest.raises(ValueError, match="activation: unknown name 'swish'"):
-        activations.get("swish")
+    with pytest.raises(ValueError, match="activation: unknown name 'swoosh'"):
+        activations.get("swoosh")
+    with pytest.raises(ValueError, match="x: the gelu activation needs its input"):
+        activations.gelu.backward(np.zeros(2), np.zeros(2))
     with pytest.raises(TypeError, match="a plain callable has no derivative"):
         activations.get(np.tanh)
     with pytest.raises(ValueError, match=r"dy: expected the shape of y \(2,\), got \(3,\)"):
@@ -143,8 +145,8 @@ def test_dense_errors(rng):
         layer.backward(np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"d: weight 'kernel' expected shape \(4, 2\), got \(2, 4\)"):
         layer.set_weights([np.zeros((2, 4)), np.zeros(2)])
-    with pytest.raises(ValueError, match="activation: unknown name 'gelu'"):
-        Dense(2, activation="gelu")
+    with pytest.raises(ValueError, match="activation: unknown name 'gelux'"):
+        Dense(2, activation="gelux")
     with pytest.raises(ValueError, match=r"input_shape: expected at least 2 dimensions"):
         Dense(2)(np.zeros(3))
     with pytest.raises(RuntimeError, match="backward called before a forward call"):

@@ -505,6 +505,14 @@ Arr<T> sum_rows(const Arr<T>& x) {
 }
 
 template <typename T>
+Arr<T> erf_all(const Arr<T>& x) {
+  check_aligned(x, "x");
+  Arr<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  rnnkit::erf_all(x.data(), Index(x.size()), out.mutable_data());
+  return out;
+}
+
+template <typename T>
 py::array_t<std::int64_t> argmax_rows(const Arr<T>& x) {
   const auto [M, K] = rows_of(x, "x");
   py::array_t<std::int64_t> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim() - 1));
@@ -537,6 +545,7 @@ void def_kernels(py::module_& m) {
   m.def("softmax_rows", &softmax_rows<T>, py::arg("x").noconvert());
   m.def("sum_rows", &sum_rows<T>, py::arg("x").noconvert());
   m.def("argmax_rows", &argmax_rows<T>, py::arg("x").noconvert());
+  m.def("erf", &erf_all<T>, py::arg("x").noconvert());
   m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),

@@ -81,4 +81,10 @@ void argmax_rows(const T* x, Index M, Index K, std::int64_t* out) {
   }
 }
 
+// The error function of every entry: out[i] = erf(x[i]) (the exact GELU needs it; NumPy has none).
+template <typename T>
+void erf_all(const T* x, Index n, T* out) {
+  for (Index i = 0; i < n; ++i) out[i] = std::erf(x[i]);
+}
+
 }  // namespace rnnkit

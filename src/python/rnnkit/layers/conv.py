@@ -260,6 +260,7 @@ class Conv1D(Layer):
         # the activation acts on the output as laid out (softmax along its last axis, as in Keras)
         y = z if self.activation is activations.linear else self.activation(z)
         ctx.cols, ctx.y = cols, y
+        ctx.z = z if self.activation.needs_input else None  # gelu, swish, ... need their input
         ctx.n, ctx.steps, ctx.t_out, ctx.left, ctx.right = n, steps, t_out, left, right
         return y
 
@@ -305,7 +306,7 @@ class Conv1D(Layer):
     def backprop(self, d_out: Any, ctx: Context) -> Optional[np.ndarray]:
         """``dx`` shaped like the input; accumulates the ``kernel`` and ``bias`` gradients."""
         d = check_grad(self, "d_out", d_out, self._out_shape(ctx.n, ctx.t_out))
-        dz = d if self.activation is activations.linear else self.activation.backward(d, ctx.y)
+        dz = d if self.activation is activations.linear else self.activation.backward(d, ctx.y, ctx.z)
         return self._backprop_pre(dz, ctx)
 
     @property

@@ -31,7 +31,8 @@ class Dense(Layer):
     units
         Output features.
     activation
-        ``None``/``'linear'``, ``'relu'``, ``'tanh'``, ``'sigmoid'`` or ``'softmax'`` (last axis).
+        Any of :mod:`rnnkit.activations` by Keras's name (``None``/``'linear'``, ``'relu'``,
+        ``'gelu'``, ``'swish'``, ``'softmax'`` along the last axis, ...).
     use_bias
         Whether to add a bias.
     kernel_initializer, bias_initializer
@@ -80,6 +81,7 @@ class Dense(Layer):
             z += self.params["bias"]
         y2 = self.activation(z)
         ctx.x2, ctx.y2, ctx.perm, ctx.lead = x2, y2, perm, x.shape[:-1]
+        ctx.z2 = z if self.activation.needs_input else None  # gelu, swish, ... need their input
         return from_rows(y2, x.shape[:-1], perm)
 
     def _backprop_pre(self, dz2: np.ndarray, ctx: Context) -> Optional[np.ndarray]:
@@ -95,7 +97,7 @@ class Dense(Layer):
     def backprop(self, d_out: Any, ctx: Context) -> Optional[np.ndarray]:
         """``dx [..., C]``; accumulates ``kernel`` and ``bias`` gradients."""
         d = check_grad(self, "d_out", d_out, tuple(ctx.lead) + (self.units,))
-        dz2 = self.activation.backward(to_rows(d, ctx.perm), ctx.y2)
+        dz2 = self.activation.backward(to_rows(d, ctx.perm), ctx.y2, ctx.z2)
         return self._backprop_pre(dz2, ctx)
 
     @property
@@ -142,13 +144,15 @@ class Activation(Layer):
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x: expected at least 1 dimension, got a scalar")
         perm = memory_perm(x)
-        y2 = self.activation(to_rows(x, perm))
+        x2 = to_rows(x, perm)
+        y2 = self.activation(x2)
         ctx.y2, ctx.perm, ctx.lead = y2, perm, x.shape[:-1]
+        ctx.x2 = x2 if self.activation.needs_input else None
         return from_rows(y2, x.shape[:-1], perm)
 
     def backprop(self, d_out: Any, ctx: Context) -> np.ndarray:
         d = check_grad(self, "d_out", d_out, tuple(ctx.lead) + (ctx.y2.shape[-1],))
-        return from_rows(self.activation.backward(to_rows(d, ctx.perm), ctx.y2), ctx.lead, ctx.perm)
+        return from_rows(self.activation.backward(to_rows(d, ctx.perm), ctx.y2, ctx.x2), ctx.lead, ctx.perm)
 
     @property
     def output_activation(self) -> Optional[str]:
