@@ -171,16 +171,33 @@ bool x_dims_ok(const Arr<T>& a) {
   return a.ndim() == 2;
 }
 
+// A cell's activations from Keras's names: activation φ in tanh, relu, linear; recurrent
+// activation σ in sigmoid, hard_sigmoid (the fused kernels' set, see core.h namespace acts).
+rnnkit::CellActs parse_acts(const std::string& act, const std::string& rec) {
+  using rnnkit::Act;
+  rnnkit::CellActs a;
+  if (act == "tanh") a.act = Act::Tanh;
+  else if (act == "relu") a.act = Act::Relu;
+  else if (act == "linear") a.act = Act::Linear;
+  else throw std::invalid_argument("activation: expected 'tanh', 'relu' or 'linear', got '" + act + "'");
+  if (rec == "sigmoid") a.rec = Act::Sigmoid;
+  else if (rec == "hard_sigmoid") a.rec = Act::HardSigmoid;
+  else throw std::invalid_argument("recurrent_activation: expected 'sigmoid' or 'hard_sigmoid', got '" +
+                                   rec + "'");
+  return a;
+}
+
 // ----------------------------------- LSTM -----------------------------------------------------
 
 template <typename T>
 py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
                        const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
-                       const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked) {
+                       const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
+                       const std::string& act, const std::string& rec) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4);
   check_opt(h0, {d.N, d.H}, "h0");
   check_opt(c0, {d.N, d.H}, "c0");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
@@ -202,7 +219,7 @@ template <typename T>
 py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                         bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
                         const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n,
-                        bool need_dx) {
+                        bool need_dx, const std::string& act, const std::string& rec) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(Cs, {d.T + 1, d.N, d.H}, "cache.c_states");
@@ -210,7 +227,7 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   check_opt(dc_n, {d.N, d.H}, "dc_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -239,10 +256,10 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
 template <typename T>
 py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
                       const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse,
-                      bool zero_masked) {
+                      bool zero_masked, const std::string& act, const std::string& rec) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
   check_opt(h0, {d.N, d.H}, "h0");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
@@ -264,14 +281,15 @@ py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 template <typename T>
 py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
-                       const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx) {
+                       const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
+                       const std::string& act, const std::string& rec) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
   check_shape(hn, {d.T, d.N, d.H}, "cache.hn");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -298,11 +316,6 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
 
 // ----------------------------------- Elman RNN ------------------------------------------------
 
-rnnkit::Nonlinearity parse_act(const std::string& s) {
-  if (s == "tanh") return rnnkit::Nonlinearity::Tanh;
-  if (s == "relu") return rnnkit::Nonlinearity::Relu;
-  throw std::invalid_argument("nonlinearity: expected 'tanh' or 'relu', got '" + s + "'");
-}
 
 template <typename T>
 py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
@@ -310,8 +323,7 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
                       const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 1);
   check_opt(h0, {d.N, d.H}, "h0");
-  const auto a = parse_act(act);
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, "sigmoid")};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   auto y = empty<T>({d.T, d.N, d.H});
@@ -320,7 +332,7 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
   bool completed;
   {
     py::gil_scoped_release nogil;
-    completed = rnnkit::rnn_forward<T>(d, x.data(), ptr(h0), w, a, opt, y.mutable_data(), S.mutable_data());
+    completed = rnnkit::rnn_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(), S.mutable_data());
   }
   call.finish(completed);
   return py::make_tuple(y, S);
@@ -334,8 +346,7 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
-  const auto a = parse_act(act);
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked};
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, "sigmoid")};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -348,7 +359,7 @@ py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   bool completed;
   {
     py::gil_scoped_release nogil;
-    completed = rnnkit::rnn_backward<T>(d, x.data(), w, a, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
+    completed = rnnkit::rnn_backward<T>(d, x.data(), w, opt, S.data(), dy.data(), ptr(dh_n), dG.mutable_data(),
                             (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(), dw_ih.mutable_data(),
                             dw_hh.mutable_data(), db.mutable_data());
   }
@@ -407,7 +418,7 @@ void def_stream(py::module_& m, const char* name) {
   py::class_<S>(m, name)
       .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
-                       const std::string& act) {
+                       const std::string& act, const std::string& rec) {
              const rnnkit::CellKind k = kind == "LSTM" ? rnnkit::CellKind::LSTM
                                         : kind == "GRU" ? rnnkit::CellKind::GRU
                                                         : rnnkit::CellKind::RNN;
@@ -420,12 +431,12 @@ void def_stream(py::module_& m, const char* name) {
              // sizes from the weights; a one-step x of [batch, C] checks them all
              Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
              const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G);
-             return new S(k, parse_act(act), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
+             return new S(k, parse_acts(act, rec), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
                           ptr(b_hh));
            }),
            py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
            py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
-           py::arg("nonlinearity"))
+           py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid")
       // step(x: [N, C]) -> h: [N, H]
       .def("step",
            [](S& s, const py::array& x) {
@@ -549,27 +560,27 @@ void def_kernels(py::module_& m) {
   m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
-        py::arg("reverse"), py::arg("zero_masked"));
+        py::arg("reverse"), py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
   m.def("lstm_backward", &lstm_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("dc_n").noconvert(), py::arg("need_dx"));
+        py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
-        py::arg("zero_masked"));
+        py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
   m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("need_dx"));
+        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
-        py::arg("b_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
+        py::arg("b_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"));
   m.def("rnn_backward", &rnn_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
-        py::arg("w_hh").noconvert(), py::arg("nonlinearity"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
         py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"));
 }

@@ -134,6 +134,106 @@ inline void for_packets(Index n, Op&& op) {
 }
 }  // namespace simd
 
+// The activations a fused gate pass applies, by Keras's names. A cell has an activation φ (LSTM's
+// candidate g and output φ(c), GRU's candidate n, the Elman RNN's h) and a recurrent activation σ
+// (the gates i, f, o / r, z). Each is a type with
+//   f(x):  y = act(x)              on a SIMD packet (float) or an Eigen array expression (any T)
+//   df(y): act'(x) from its value y = act(x), which is all backward keeps
+// so the fused passes are templates on the pair and the default (tanh, sigmoid) compiles to the
+// same code as before there was a choice: no branch per packet.
+enum class Act { Tanh, Relu, Linear, Sigmoid, HardSigmoid };
+
+namespace acts {
+using simd::Packet;
+using simd::set1;
+
+// y = tanh(x);  act' = 1 - y^2
+struct Tanh {
+  static Packet f(Packet x) { return simd::tanh(x); }
+  static Packet df(Packet y) { return simd::dtanh(y); }
+  template <typename A> static auto f(const Eigen::ArrayBase<A>& x) { return x.tanh(); }
+  template <typename A> static auto df(const Eigen::ArrayBase<A>& y) {
+    return typename A::Scalar(1) - y.square();
+  }
+};
+// y = max(x, 0);  act' = [y > 0]
+struct Relu {
+  static Packet f(Packet x) { return Eigen::internal::pmax(x, set1(0.f)); }
+  static Packet df(Packet y) {
+    return Eigen::internal::pand(Eigen::internal::pcmp_lt(set1(0.f), y), set1(1.f));
+  }
+  template <typename A> static auto f(const Eigen::ArrayBase<A>& x) {
+    return x.max(typename A::Scalar(0));
+  }
+  template <typename A> static auto df(const Eigen::ArrayBase<A>& y) {
+    return (y > typename A::Scalar(0)).template cast<typename A::Scalar>();
+  }
+};
+// y = x;  act' = 1
+struct Linear {
+  static Packet f(Packet x) { return x; }
+  static Packet df(Packet) { return set1(1.f); }
+  template <typename A> static const A& f(const Eigen::ArrayBase<A>& x) { return x.derived(); }
+  template <typename A> static auto df(const Eigen::ArrayBase<A>& y) {
+    return A::PlainObject::Ones(y.rows(), y.cols());
+  }
+};
+// y = 1 / (1 + e^-x);  act' = y (1 - y)
+struct Sigmoid {
+  static Packet f(Packet x) { return simd::sigmoid(x); }
+  static Packet df(Packet y) { return simd::dsigmoid(y); }
+  template <typename A> static auto f(const Eigen::ArrayBase<A>& x) { return x.logistic(); }
+  template <typename A> static auto df(const Eigen::ArrayBase<A>& y) {
+    return y * (typename A::Scalar(1) - y);
+  }
+};
+// Keras 3's hard_sigmoid: y = clip(x / 6 + 1/2, 0, 1);  act' = [0 < y < 1] / 6
+struct HardSigmoid {
+  static Packet f(Packet x) {
+    using namespace Eigen::internal;
+    return pmin(pmax(simd::madd(x, set1(1.f / 6.f), set1(0.5f)), set1(0.f)), set1(1.f));
+  }
+  static Packet df(Packet y) {
+    using namespace Eigen::internal;
+    return pand(pand(pcmp_lt(set1(0.f), y), pcmp_lt(y, set1(1.f))), set1(1.f / 6.f));
+  }
+  template <typename A> static auto f(const Eigen::ArrayBase<A>& x) {
+    using S = typename A::Scalar;
+    return (x * S(1.0 / 6.0) + S(0.5)).max(S(0)).min(S(1));
+  }
+  template <typename A> static auto df(const Eigen::ArrayBase<A>& y) {
+    using S = typename A::Scalar;
+    return ((y > S(0)) && (y < S(1))).template cast<S>() * S(1.0 / 6.0);
+  }
+};
+}  // namespace acts
+
+// A cell's two activations (see namespace acts): Keras's activation and recurrent_activation.
+struct CellActs {
+  Act act = Act::Tanh;
+  Act rec = Act::Sigmoid;
+};
+
+// fn(φ) with φ the activation type of `a` (tanh, relu or linear; the bindings refuse the rest).
+template <typename Fn>
+inline void with_act(Act a, Fn&& fn) {
+  switch (a) {
+    case Act::Relu: fn(acts::Relu{}); return;
+    case Act::Linear: fn(acts::Linear{}); return;
+    default: fn(acts::Tanh{}); return;
+  }
+}
+
+// fn(φ, σ) with the types of a cell's activation φ and recurrent activation σ (sigmoid or
+// hard_sigmoid): six instantiations of each fused pass, chosen once per step.
+template <typename Fn>
+inline void with_acts(CellActs a, Fn&& fn) {
+  with_act(a.act, [&](auto phi) {
+    if (a.rec == Act::HardSigmoid) fn(phi, acts::HardSigmoid{}); else fn(phi, acts::Sigmoid{});
+  });
+}
+
+
 // ---------------------------------------------------------------------------------------------
 // Threading policy.
 //   * One process-wide thread count (rnnkit.set_num_threads), not OpenMP's per-thread ICV: a kernel
@@ -520,11 +620,12 @@ struct Weights {
 
 // Sequence options shared by every cell.
 //   mask: [T, N] (null = every step valid); reverse: run t = T-1 .. 0;
-//   zero_masked: masked steps output 0 instead of the carried state.
+//   zero_masked: masked steps output 0 instead of the carried state; acts: the activations.
 struct SeqOptions {
   const bool* mask = nullptr;
   bool reverse = false;
   bool zero_masked = false;
+  CellActs acts{};  // the cell's activations (the Elman RNN uses acts.act)
   const bool* mask_at(Index t, Index N) const { return mask ? mask + t * N : nullptr; }
 };
 

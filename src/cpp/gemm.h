@@ -371,15 +371,16 @@ void gemm_parallel(Index M, Index cols, Index K, const T* A, Index lda, bool a_t
   });
 }
 
-// Runs f(r0, r1) over [0, rows) in consecutive pieces of about tuning::kInterruptChunkFlops
-// (`flops_per_row` each row), polling for an interrupt between pieces (core.h, "Interrupts").
-// Returns false when it stopped early.
+// Runs f(r0, r1) over [0, rows) in consecutive pieces of at most about
+// tuning::kInterruptChunkFlops (`flops_per_row` each row) and tuning::kInterruptChunkBytes
+// (`bytes_per_row` of memory each row touches), polling for an interrupt between pieces (core.h,
+// "Interrupts"). Returns false when it stopped early.
 template <typename F>
-bool for_row_chunks(Index rows, double flops_per_row, F&& f) {
+bool for_row_chunks(Index rows, double flops_per_row, double bytes_per_row, F&& f) {
   const bool interruptible = interruptible_here();
-  const Index chunk = interruptible
-      ? std::max<Index>(1, Index(tuning::kInterruptChunkFlops / std::max(flops_per_row, 1.0)))
-      : rows;
+  const double by_flops = tuning::kInterruptChunkFlops / std::max(flops_per_row, 1.0);
+  const double by_bytes = tuning::kInterruptChunkBytes / std::max(bytes_per_row, 1.0);
+  const Index chunk = interruptible ? std::max<Index>(1, Index(std::min(by_flops, by_bytes))) : rows;
   for (Index r0 = 0; r0 < rows; r0 += chunk) {
     if (stop_requested(interruptible)) return false;
     f(r0, std::min(rows, r0 + chunk));
@@ -397,7 +398,8 @@ inline bool input_projection(const Dims& d, Index GH, const T* x, const T* w_ih,
   RowVec<T> b;  // b1 + b2 when both are given
   if (b1 && b2) b = CRowVecMap<T>(b1, GH) + CRowVecMap<T>(b2, GH);
   const T* bias = b.size() ? b.data() : b1 ? b1 : b2;
-  return for_row_chunks(d.T * d.N, 2.0 * double(d.C) * double(GH), [&](Index r0, Index r1) {
+  return for_row_chunks(d.T * d.N, 2.0 * double(d.C) * double(GH), double(sizeof(T) * (d.C + GH)),
+                        [&](Index r0, Index r1) {
     // out[r0:r1] = x[r0:r1] · w_ih^T + b
     if (packed) {
       packed->multiply(r1 - r0, x + r0 * d.C, d.C, out + r0 * GH, GH, false, false, bias);
@@ -439,7 +441,8 @@ inline bool weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh
                              T* db_hh) {
   const Index rows = d.T * d.N;
   // dx = dGx · w_ih                  [T*N, GH] x [GH, C]      (skipped when dx is null)
-  if (dx && !for_row_chunks(rows, 2.0 * double(GH) * double(d.C), [&](Index r0, Index r1) {
+  if (dx && !for_row_chunks(rows, 2.0 * double(GH) * double(d.C), double(sizeof(T) * (GH + d.C)),
+                            [&](Index r0, Index r1) {
         gemm_parallel<T>(
             r1 - r0, d.C, GH, dGx + r0 * GH, GH, false,
             [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); },
@@ -448,7 +451,8 @@ inline bool weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh
     return false;
   // dW: [GH, K] = dG^T · A   ([GH, T*N] x [T*N, K]), summed over the pieces of rows
   auto weight_grad = [&](const T* dG, const T* A, Index K, T* dW) {
-    return for_row_chunks(rows, 2.0 * double(GH) * double(K), [&](Index r0, Index r1) {
+    return for_row_chunks(rows, 2.0 * double(GH) * double(K), double(sizeof(T) * (GH + K)),
+                          [&](Index r0, Index r1) {
       gemm_parallel<T>(
           GH, K, r1 - r0, dG + r0 * GH, GH, true,
           [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(A + r0 * K, r1 - r0, K, c0, c1); },

@@ -2,8 +2,11 @@
 // gate multiplies the recurrent product plus its bias — Keras's reset_after=True):
 //
 //   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
-//   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+//   n = φ(W_in x + b_in + r ⊙ (W_hn h + b_hn))
 //   h' = (1 - z) ⊙ n + z ⊙ h
+//
+// σ is the recurrent activation (opt.acts.rec: sigmoid or Keras's hard_sigmoid), φ the activation
+// (opt.acts.act: tanh, relu or linear); PyTorch's GRU is σ = sigmoid, φ = tanh.
 #pragma once
 
 #include <type_traits>
@@ -16,17 +19,18 @@ namespace rnnkit {
 // The fused gate pass of one row, float on SIMD packets.
 //   g: [3H] input parts in (x·w_ih^T + b_ih), activated r, z, n out (kept for backward);
 //   gh: [3H] recurrent parts (h·w_hh^T + b_hh);  hp: [H] h_{t-1}.
-//   Out: hn: [H] W_hn h + b_hn (kept for backward), h: [H] h_t.
+//   Out: hn: [H] W_hn h + b_hn (kept for backward), h: [H] h_t.  Phi, Sig: φ, σ (see acts).
+template <typename Phi, typename Sig>
 inline void gru_row_forward(float* g, const float* gh, const float* hp, float* hn, float* h,
                             Index H) {
   using namespace simd;
   for_packets(H, [&](Index j, auto L) {
     // r, z = σ(x-part + h-part)
-    const Packet r = sigmoid(add(L.load(g + j), L.load(gh + j)));
-    const Packet z = sigmoid(add(L.load(g + H + j), L.load(gh + H + j)));
+    const Packet r = Sig::f(add(L.load(g + j), L.load(gh + j)));
+    const Packet z = Sig::f(add(L.load(g + H + j), L.load(gh + H + j)));
     const Packet hnv = L.load(gh + 2 * H + j);
-    // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
-    const Packet n = simd::tanh(madd(r, hnv, L.load(g + 2 * H + j)));
+    // n = φ(x-part + r ⊙ (W_hn h + b_hn))
+    const Packet n = Phi::f(madd(r, hnv, L.load(g + 2 * H + j)));
     L.store(g + j, r);
     L.store(g + H + j, z);
     L.store(g + 2 * H + j, n);
@@ -39,18 +43,19 @@ inline void gru_row_forward(float* g, const float* gh, const float* hp, float* h
 // The backward gate pass of one row, float on SIMD packets.
 //   g: [3H] activated r, z, n;  hp: [H] h_{t-1};  hn: [H] W_hn h + b_hn;  dh: [H] dL/dh_t.
 //   Out: dgx: [3H] gradients of the input pre-activations, dgh: [3H] of the recurrent ones.
+template <typename Phi, typename Sig>
 inline void gru_row_backward(const float* g, const float* hp, const float* hn, const float* dh,
                              float* dgx, float* dgh, Index H) {
   using namespace simd;
   for_packets(H, [&](Index j, auto L) {
     const Packet r = L.load(g + j), z = L.load(g + H + j), n = L.load(g + 2 * H + j);
     const Packet d_h = L.load(dh + j);
-    // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)
-    const Packet dn = mul(mul(d_h, sub(set1(1.f), z)), dtanh(n));
-    // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
-    const Packet dz = mul(mul(d_h, sub(L.load(hp + j), n)), dsigmoid(z));
-    // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
-    const Packet dr = mul(mul(dn, L.load(hn + j)), dsigmoid(r));
+    // d(n pre) = dh ⊙ (1 - z) ⊙ φ'(n)
+    const Packet dn = mul(mul(d_h, sub(set1(1.f), z)), Phi::df(n));
+    // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ σ'(z)
+    const Packet dz = mul(mul(d_h, sub(L.load(hp + j), n)), Sig::df(z));
+    // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ σ'(r)
+    const Packet dr = mul(mul(dn, L.load(hn + j)), Sig::df(r));
     L.store(dgx + j, dr);
     L.store(dgx + H + j, dz);
     L.store(dgx + 2 * H + j, dn);
@@ -119,29 +124,33 @@ bool gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
       s.sync();
       if (s.should_stop()) break;
 
-      if constexpr (std::is_same_v<T, float>) {
-        for (Index n = rows.begin; n < rows.end; ++n)
-          gru_row_forward(Gt.data() + n * G, gh + n * G, hp + n * H, hn_t + n * H,
-                          hnext + n * H, H);
-      } else if (rows.size()) {
-        const Index r0 = rows.begin, rr = rows.size();
-        auto Gb = Gt.middleRows(r0, rr);
-        auto Ghb = Gh.middleRows(r0, rr);
-        // r, z = σ(x-part + h-part)
-        Gb.leftCols(2 * H).array() =
-            sigmoid(Gb.leftCols(2 * H).array() + Ghb.leftCols(2 * H).array());
-        auto r = Gb.leftCols(H).array();
-        auto z = Gb.middleCols(H, H).array();
-        auto n = Gb.rightCols(H).array();
-        MatMap<T> hn_b(hn_t + r0 * H, rr, H);
-        // keep W_hn h + b_hn for backward
-        hn_b = Ghb.rightCols(H);
-        // n = tanh(x-part + r ⊙ (W_hn h + b_hn))
-        n = (n + r * hn_b.array()).tanh();
-        // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}  =  n + z ⊙ (h_{t-1} - n)
-        MatMap<T>(hnext + r0 * H, rr, H).array() =
-            n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
-      }
+      // the fused gate pass of this thread's rows, for the cell's activation pair (φ, σ)
+      with_acts(opt.acts, [&](auto phi, auto sig) {
+        using Phi = decltype(phi);
+        using Sig = decltype(sig);
+        if constexpr (std::is_same_v<T, float>) {
+          for (Index n = rows.begin; n < rows.end; ++n)
+            gru_row_forward<Phi, Sig>(Gt.data() + n * G, gh + n * G, hp + n * H, hn_t + n * H,
+                                      hnext + n * H, H);
+        } else if (rows.size()) {
+          const Index r0 = rows.begin, rr = rows.size();
+          auto Gb = Gt.middleRows(r0, rr);
+          auto Ghb = Gh.middleRows(r0, rr);
+          // r, z = σ(x-part + h-part)
+          Gb.leftCols(2 * H).array() = Sig::f(Gb.leftCols(2 * H).array() + Ghb.leftCols(2 * H).array());
+          auto r = Gb.leftCols(H).array();
+          auto z = Gb.middleCols(H, H).array();
+          auto n = Gb.rightCols(H).array();
+          MatMap<T> hn_b(hn_t + r0 * H, rr, H);
+          // keep W_hn h + b_hn for backward
+          hn_b = Ghb.rightCols(H);
+          // n = φ(x-part + r ⊙ (W_hn h + b_hn))
+          n = Phi::f(n + r * hn_b.array());
+          // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}  =  n + z ⊙ (h_{t-1} - n)
+          MatMap<T>(hnext + r0 * H, rr, H).array() =
+              n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
+        }
+      });
       carry_masked_rows(m, rows, H, hp, hnext);
       write_output(m, opt.zero_masked, rows, H, hnext, y + t * NH);
       drop_rows(hnext, w.rd, rows, H, hd.data());
@@ -186,32 +195,37 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
-      if constexpr (std::is_same_v<T, float>) {
-        for (Index n = rows.begin; n < rows.end; ++n)
-          gru_row_backward(Gt + n * G, hp + n * H, hn_t + n * H, dh.data() + n * H, dGxt + n * G,
-                           dGht + n * G, H);
-      } else if (rows.size()) {
-        const Index r0 = rows.begin, rr = rows.size();
-        CMatMap<T> Gb(Gt + r0 * G, rr, G);
-        MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);
-        auto r = Gb.leftCols(H).array();
-        auto z = Gb.middleCols(H, H).array();
-        auto n = Gb.rightCols(H).array();
-        auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
-        auto dh_b = dh.middleRows(r0, rr).array();
-        auto dr = dGxb.leftCols(H).array();
-        auto dz = dGxb.middleCols(H, H).array();
-        auto dn = dGxb.rightCols(H).array();
-        // d(n pre) = dh ⊙ (1 - z) ⊙ (1 - n²)          (the input part of the candidate)
-        dn = dh_b * (T(1) - z) * (T(1) - n.square());
-        // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ z(1 - z)
-        dz = dh_b * (hp_b - n) * z * (T(1) - z);
-        // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ r(1 - r)
-        dr = dn * CMatMap<T>(hn_t + r0 * H, rr, H).array() * r * (T(1) - r);
-        // recurrent pre-activation gradients: r and z as above, n scaled by r
-        dGhb.leftCols(2 * H) = dGxb.leftCols(2 * H);
-        dGhb.rightCols(H).array() = dn * r;
-      }
+      // the fused backward pass of this thread's rows, for the cell's activation pair (φ, σ)
+      with_acts(opt.acts, [&](auto phi, auto sig) {
+        using Phi = decltype(phi);
+        using Sig = decltype(sig);
+        if constexpr (std::is_same_v<T, float>) {
+          for (Index n = rows.begin; n < rows.end; ++n)
+            gru_row_backward<Phi, Sig>(Gt + n * G, hp + n * H, hn_t + n * H, dh.data() + n * H,
+                                       dGxt + n * G, dGht + n * G, H);
+        } else if (rows.size()) {
+          const Index r0 = rows.begin, rr = rows.size();
+          CMatMap<T> Gb(Gt + r0 * G, rr, G);
+          MatMap<T> dGxb(dGxt + r0 * G, rr, G), dGhb(dGht + r0 * G, rr, G);
+          auto r = Gb.leftCols(H).array();
+          auto z = Gb.middleCols(H, H).array();
+          auto n = Gb.rightCols(H).array();
+          auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
+          auto dh_b = dh.middleRows(r0, rr).array();
+          auto dr = dGxb.leftCols(H).array();
+          auto dz = dGxb.middleCols(H, H).array();
+          auto dn = dGxb.rightCols(H).array();
+          // d(n pre) = dh ⊙ (1 - z) ⊙ φ'(n)          (the input part of the candidate)
+          dn = dh_b * (T(1) - z) * Phi::df(n);
+          // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ σ'(z)
+          dz = dh_b * (hp_b - n) * Sig::df(z);
+          // d(r pre) = d(n pre) ⊙ (W_hn h + b_hn) ⊙ σ'(r)
+          dr = dn * CMatMap<T>(hn_t + r0 * H, rr, H).array() * Sig::df(r);
+          // recurrent pre-activation gradients: r and z as above, n scaled by r
+          dGhb.leftCols(2 * H) = dGxb.leftCols(2 * H);
+          dGhb.rightCols(H).array() = dn * r;
+        }
+      });
       zero_masked_rows(m, rows, G, dGxt);
       zero_masked_rows(m, rows, G, dGht);
       s.sync();

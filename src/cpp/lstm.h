@@ -1,8 +1,12 @@
 // LSTM forward and backward over a whole sequence (PyTorch's gate order i, f, g, o).
 //
 //   i = σ(W_ii x + b_ii + W_hi h + b_hi)      f = σ(W_if x + b_if + W_hf h + b_hf)
-//   g = tanh(W_ig x + b_ig + W_hg h + b_hg)   o = σ(W_io x + b_io + W_ho h + b_ho)
-//   c' = f ⊙ c + i ⊙ g                         h' = o ⊙ tanh(c')
+//   g = φ(W_ig x + b_ig + W_hg h + b_hg)      o = σ(W_io x + b_io + W_ho h + b_ho)
+//   c' = f ⊙ c + i ⊙ g                         h' = o ⊙ φ(c')
+//
+// σ is the recurrent activation (opt.acts.rec: sigmoid, or Keras's hard_sigmoid) and φ the
+// activation (opt.acts.act: tanh, relu or linear), as Keras's LSTM(activation,
+// recurrent_activation); PyTorch's LSTM is σ = sigmoid, φ = tanh.
 #pragma once
 
 #include <type_traits>
@@ -14,13 +18,14 @@ namespace rnnkit {
 
 // The fused gate pass of one row, float on SIMD packets.
 //   g: [4H] pre-activations in, activated i, f, g, o out (kept for backward);
-//   cp: [H] c_{t-1};  cn, hn: [H] c_t, h_t out.
+//   cp: [H] c_{t-1};  cn, hn: [H] c_t, h_t out.  Phi, Sig: the activation types φ, σ (see acts).
+template <typename Phi, typename Sig>
 inline void lstm_row_forward(float* g, const float* cp, float* cn, float* hn, Index H) {
   using namespace simd;
   for_packets(H, [&](Index j, auto L) {
-    // i, f, o = σ(·),  g = tanh(·)
-    const Packet i = sigmoid(L.load(g + j)), f = sigmoid(L.load(g + H + j));
-    const Packet gg = simd::tanh(L.load(g + 2 * H + j)), o = sigmoid(L.load(g + 3 * H + j));
+    // i, f, o = σ(·),  g = φ(·)
+    const Packet i = Sig::f(L.load(g + j)), f = Sig::f(L.load(g + H + j));
+    const Packet gg = Phi::f(L.load(g + 2 * H + j)), o = Sig::f(L.load(g + 3 * H + j));
     L.store(g + j, i);
     L.store(g + H + j, f);
     L.store(g + 2 * H + j, gg);
@@ -28,32 +33,34 @@ inline void lstm_row_forward(float* g, const float* cp, float* cn, float* hn, In
     // c_t = f ⊙ c_{t-1} + i ⊙ g
     const Packet c = madd(f, L.load(cp + j), mul(i, gg));
     L.store(cn + j, c);
-    // h_t = o ⊙ tanh(c_t)
-    L.store(hn + j, mul(o, simd::tanh(c)));
+    // h_t = o ⊙ φ(c_t)
+    L.store(hn + j, mul(o, Phi::f(c)));
   });
 }
 
 // The backward gate pass of one row, float on SIMD packets.
 //   g: [4H] activated i, f, g, o;  cp, cn: [H] c_{t-1}, c_t;  dh: [H] dL/dh_t;
 //   dc_in: [H] dL/dc_t from later steps.  Out: dg: [4H] gradients of the pre-activations,
-//   dc_out: [H] dL/dc_{t-1}.
+//   dc_out: [H] dL/dc_{t-1}.  (σ' and φ' from the activated values: Sig::df, Phi::df.)
+template <typename Phi, typename Sig>
 inline void lstm_row_backward(const float* g, const float* cp, const float* cn, const float* dh,
                               const float* dc_in, float* dg, float* dc_out, Index H) {
   using namespace simd;
   for_packets(H, [&](Index j, auto L) {
     const Packet i = L.load(g + j), f = L.load(g + H + j), gg = L.load(g + 2 * H + j),
                  o = L.load(g + 3 * H + j), d_h = L.load(dh + j);
-    const Packet tc = simd::tanh(L.load(cn + j));
-    // dc = dc_in + dh ⊙ o ⊙ (1 - tanh²(c_t))
-    const Packet dc = madd(mul(d_h, o), dtanh(tc), L.load(dc_in + j));
-    // d(i pre) = dc ⊙ g ⊙ i(1 - i)
-    L.store(dg + j, mul(mul(dc, gg), dsigmoid(i)));
-    // d(f pre) = dc ⊙ c_{t-1} ⊙ f(1 - f)
-    L.store(dg + H + j, mul(mul(dc, L.load(cp + j)), dsigmoid(f)));
-    // d(g pre) = dc ⊙ i ⊙ (1 - g²)
-    L.store(dg + 2 * H + j, mul(mul(dc, i), dtanh(gg)));
-    // d(o pre) = dh ⊙ tanh(c_t) ⊙ o(1 - o)
-    L.store(dg + 3 * H + j, mul(mul(d_h, tc), dsigmoid(o)));
+    // φ(c_t), recomputed from c_t
+    const Packet tc = Phi::f(L.load(cn + j));
+    // dc = dc_in + dh ⊙ o ⊙ φ'(c_t)
+    const Packet dc = madd(mul(d_h, o), Phi::df(tc), L.load(dc_in + j));
+    // d(i pre) = dc ⊙ g ⊙ σ'(i)
+    L.store(dg + j, mul(mul(dc, gg), Sig::df(i)));
+    // d(f pre) = dc ⊙ c_{t-1} ⊙ σ'(f)
+    L.store(dg + H + j, mul(mul(dc, L.load(cp + j)), Sig::df(f)));
+    // d(g pre) = dc ⊙ i ⊙ φ'(g)
+    L.store(dg + 2 * H + j, mul(mul(dc, i), Phi::df(gg)));
+    // d(o pre) = dh ⊙ φ(c_t) ⊙ σ'(o)
+    L.store(dg + 3 * H + j, mul(mul(d_h, tc), Sig::df(o)));
     // dc_{t-1} = dc ⊙ f
     L.store(dc_out + j, mul(dc, f));
   });
@@ -116,28 +123,33 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       s.sync();
       if (s.should_stop()) break;
 
-      if constexpr (std::is_same_v<T, float>) {
-        for (Index n = rows.begin; n < rows.end; ++n)
-          lstm_row_forward(Gt.data() + n * G, cp + n * H, cn + n * H, hn + n * H, H);
-      } else if (rows.size()) {
-        const Index r0 = rows.begin, rr = rows.size();
-        auto Gb = Gt.middleRows(r0, rr);
-        // i, f = σ(·)
-        Gb.leftCols(2 * H).array() = sigmoid(Gb.leftCols(2 * H).array());
-        // g = tanh(·)
-        Gb.middleCols(2 * H, H).array() = Gb.middleCols(2 * H, H).array().tanh();
-        // o = σ(·)
-        Gb.rightCols(H).array() = sigmoid(Gb.rightCols(H).array());
-        auto i = Gb.leftCols(H).array();
-        auto f = Gb.middleCols(H, H).array();
-        auto g = Gb.middleCols(2 * H, H).array();
-        auto o = Gb.rightCols(H).array();
-        MatMap<T> Cn(cn + r0 * H, rr, H);
-        // c_t = f ⊙ c_{t-1} + i ⊙ g
-        Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
-        // h_t = o ⊙ tanh(c_t)
-        MatMap<T>(hn + r0 * H, rr, H).array() = o * Cn.array().tanh();
-      }
+      // the fused gate pass of this thread's rows, for the cell's activation pair (φ, σ)
+      with_acts(opt.acts, [&](auto phi, auto sig) {
+        using Phi = decltype(phi);
+        using Sig = decltype(sig);
+        if constexpr (std::is_same_v<T, float>) {
+          for (Index n = rows.begin; n < rows.end; ++n)
+            lstm_row_forward<Phi, Sig>(Gt.data() + n * G, cp + n * H, cn + n * H, hn + n * H, H);
+        } else if (rows.size()) {
+          const Index r0 = rows.begin, rr = rows.size();
+          auto Gb = Gt.middleRows(r0, rr);
+          // i, f = σ(·)
+          Gb.leftCols(2 * H).array() = Sig::f(Gb.leftCols(2 * H).array());
+          // g = φ(·)
+          Gb.middleCols(2 * H, H).array() = Phi::f(Gb.middleCols(2 * H, H).array());
+          // o = σ(·)
+          Gb.rightCols(H).array() = Sig::f(Gb.rightCols(H).array());
+          auto i = Gb.leftCols(H).array();
+          auto f = Gb.middleCols(H, H).array();
+          auto g = Gb.middleCols(2 * H, H).array();
+          auto o = Gb.rightCols(H).array();
+          MatMap<T> Cn(cn + r0 * H, rr, H);
+          // c_t = f ⊙ c_{t-1} + i ⊙ g
+          Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
+          // h_t = o ⊙ φ(c_t)
+          MatMap<T>(hn + r0 * H, rr, H).array() = o * Phi::f(Cn.array());
+        }
+      });
       // masked rows keep the previous state
       carry_masked_rows(m, rows, H, hp, hn);
       carry_masked_rows(m, rows, H, cp, cn);
@@ -187,40 +199,45 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
-      if constexpr (std::is_same_v<T, float>) {
-        for (Index n = rows.begin; n < rows.end; ++n)
-          lstm_row_backward(Gt + n * G, cp + n * H, cn + n * H, dh.data() + n * H, dc_cur + n * H,
-                            dGt + n * G, dc_prev + n * H, H);
-      } else if (rows.size()) {
-        const Index r0 = rows.begin, rr = rows.size();
-        CMatMap<T> Gb(Gt + r0 * G, rr, G);
-        MatMap<T> dGb(dGt + r0 * G, rr, G);
-        auto i = Gb.leftCols(H).array();
-        auto f = Gb.middleCols(H, H).array();
-        auto g = Gb.middleCols(2 * H, H).array();
-        auto o = Gb.rightCols(H).array();
-        auto dh_b = dh.middleRows(r0, rr).array();
-        auto dc_b_in = CMatMap<T>(dc_cur + r0 * H, rr, H).array();
-        auto dc_b_out = MatMap<T>(dc_prev + r0 * H, rr, H).array();
-        auto di = dGb.leftCols(H).array();
-        auto df = dGb.middleCols(H, H).array();
-        auto dg = dGb.middleCols(2 * H, H).array();
-        auto d_o = dGb.rightCols(H).array();
-        // tanh(c_t), kept in the o-slot for a moment
-        d_o = CMatMap<T>(cn + r0 * H, rr, H).array().tanh();
-        // dc = dc_carry + dh ⊙ o ⊙ (1 - tanh²(c_t))      (held in dc_prev's rows until the end)
-        dc_b_out = dc_b_in + dh_b * o * (T(1) - d_o.square());
-        // d(o pre) = dh ⊙ tanh(c_t) ⊙ o(1 - o)
-        d_o = dh_b * d_o * o * (T(1) - o);
-        // d(i pre) = dc ⊙ g ⊙ i(1 - i)
-        di = dc_b_out * g * i * (T(1) - i);
-        // d(f pre) = dc ⊙ c_{t-1} ⊙ f(1 - f)
-        df = dc_b_out * CMatMap<T>(cp + r0 * H, rr, H).array() * f * (T(1) - f);
-        // d(g pre) = dc ⊙ i ⊙ (1 - g²)
-        dg = dc_b_out * i * (T(1) - g.square());
-        // dc_{t-1} = dc ⊙ f
-        dc_b_out = dc_b_out * f;
-      }
+      // the fused backward pass of this thread's rows, for the cell's activation pair (φ, σ)
+      with_acts(opt.acts, [&](auto phi, auto sig) {
+        using Phi = decltype(phi);
+        using Sig = decltype(sig);
+        if constexpr (std::is_same_v<T, float>) {
+          for (Index n = rows.begin; n < rows.end; ++n)
+            lstm_row_backward<Phi, Sig>(Gt + n * G, cp + n * H, cn + n * H, dh.data() + n * H,
+                                        dc_cur + n * H, dGt + n * G, dc_prev + n * H, H);
+        } else if (rows.size()) {
+          const Index r0 = rows.begin, rr = rows.size();
+          CMatMap<T> Gb(Gt + r0 * G, rr, G);
+          MatMap<T> dGb(dGt + r0 * G, rr, G);
+          auto i = Gb.leftCols(H).array();
+          auto f = Gb.middleCols(H, H).array();
+          auto g = Gb.middleCols(2 * H, H).array();
+          auto o = Gb.rightCols(H).array();
+          auto dh_b = dh.middleRows(r0, rr).array();
+          auto dc_b_in = CMatMap<T>(dc_cur + r0 * H, rr, H).array();
+          auto dc_b_out = MatMap<T>(dc_prev + r0 * H, rr, H).array();
+          auto di = dGb.leftCols(H).array();
+          auto df = dGb.middleCols(H, H).array();
+          auto dg = dGb.middleCols(2 * H, H).array();
+          auto d_o = dGb.rightCols(H).array();
+          // φ(c_t), kept in the o-slot for a moment
+          d_o = Phi::f(CMatMap<T>(cn + r0 * H, rr, H).array());
+          // dc = dc_carry + dh ⊙ o ⊙ φ'(c_t)      (held in dc_prev's rows until the end)
+          dc_b_out = dc_b_in + dh_b * o * Phi::df(d_o);
+          // d(o pre) = dh ⊙ φ(c_t) ⊙ σ'(o)
+          d_o = dh_b * d_o * Sig::df(o);
+          // d(i pre) = dc ⊙ g ⊙ σ'(i)
+          di = dc_b_out * g * Sig::df(i);
+          // d(f pre) = dc ⊙ c_{t-1} ⊙ σ'(f)
+          df = dc_b_out * CMatMap<T>(cp + r0 * H, rr, H).array() * Sig::df(f);
+          // d(g pre) = dc ⊙ i ⊙ φ'(g)
+          dg = dc_b_out * i * Phi::df(g);
+          // dc_{t-1} = dc ⊙ f
+          dc_b_out = dc_b_out * f;
+        }
+      });
       // masked rows: no gate gradient, dc_{t-1} = dc_t
       zero_masked_rows(m, rows, G, dGt);
       carry_masked_rows(m, rows, H, dc_cur, dc_prev);

@@ -1,6 +1,6 @@
 // Elman RNN forward and backward over a whole sequence:
 //
-//   h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh or relu
+//   h' = φ(W_ih x + b_ih + W_hh h + b_hh),   φ = opt.acts.act: tanh, relu or linear
 #pragma once
 
 #include <type_traits>
@@ -10,16 +10,14 @@
 
 namespace rnnkit {
 
-enum class Nonlinearity { Tanh, Relu };
-
 // Elman RNN forward.
 //   x: [T, N, C]; h0: [N, H] (null = zeros); w_ih: [H, C], w_hh: [H, H], b_ih, b_hh: [H] (null =
 //   none); opt.mask: [T, N]. Writes y: [T, N, H] and the states S: [T+1, N, H] (StateIndex
-//   layout), which are all backward needs: act'(.) is recovered from h_t.
+//   layout), which are all backward needs: φ'(.) is recovered from h_t.
 //   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-bool rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, Nonlinearity act,
-                 const SeqOptions& opt, T* y, T* S) {
+bool rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, const SeqOptions& opt,
+                 T* y, T* S) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz;  // this thread; every parallel region guards its own
@@ -52,23 +50,20 @@ bool rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
                   Hn.data() + mr.begin * H + cols.begin, H, /*accumulate=*/true);
       s.sync();
       if (s.should_stop()) break;
-      if constexpr (std::is_same_v<T, float>) {
-        if (act == Nonlinearity::Tanh) {
-          // h_t = tanh(pre), on SIMD packets
+      with_act(opt.acts.act, [&](auto phi) {
+        using Phi = decltype(phi);
+        if constexpr (std::is_same_v<T, float>) {
+          // h_t = φ(pre), on SIMD packets over this thread's rows
           float* a = Hn.data() + rows.begin * H;
           simd::for_packets(rows.size() * H, [&](Index j, auto L) {
-            L.store(a + j, simd::tanh(L.load(a + j)));
+            L.store(a + j, Phi::f(L.load(a + j)));
           });
         } else if (rows.size()) {
-          // h_t = max(pre, 0)
           auto a = Hn.middleRows(rows.begin, rows.size()).array();
-          a = a.max(T(0));
+          // h_t = φ(pre)
+          a = Phi::f(a);
         }
-      } else if (rows.size()) {
-        auto a = Hn.middleRows(rows.begin, rows.size()).array();
-        // h_t = tanh(pre)  or  max(pre, 0)
-        if (act == Nonlinearity::Tanh) a = a.tanh(); else a = a.max(T(0));
-      }
+      });
       carry_masked_rows(m, rows, H, hp, Hn.data());
       write_output(m, opt.zero_masked, rows, H, Hn.data(), y + t * NH);
       drop_rows(Hn.data(), w.rd, rows, H, hd.data());
@@ -84,8 +79,8 @@ bool rnn_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, No
 //   db: [H] (the gradient of b_ih and of b_hh alike; null to skip).
 //   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
-bool rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity act,
-                  const SeqOptions& opt, const T* S, const T* dy, const T* dh_n, T* dG, T* dx,
+bool rnn_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
+                  const T* S, const T* dy, const T* dh_n, T* dG, T* dx,
                   T* dh0, T* dw_ih, T* dw_hh, T* db) {
   const Index N = d.N, H = d.H, NH = N * H;
   const StateIndex si{d.T, opt.reverse};
@@ -112,11 +107,8 @@ bool rnn_backward(const Dims& d, const T* x, const Weights<T>& w, Nonlinearity a
         auto h = CMatMap<T>(S + si.after(t) * NH + r0 * H, rr, H).array();
         auto g = MatMap<T>(dGt + r0 * H, rr, H).array();
         auto dh_b = dh.middleRows(r0, rr).array();
-        // d(pre) = dh ⊙ (1 - h_t²)  for tanh,   dh ⊙ [h_t > 0]  for relu
-        if (act == Nonlinearity::Tanh)
-          g = dh_b * (T(1) - h.square());
-        else
-          g = (h > T(0)).select(dh_b, T(0));
+        // d(pre) = dh ⊙ φ'(pre), φ' from h_t = φ(pre)
+        with_act(opt.acts.act, [&](auto phi) { g = dh_b * decltype(phi)::df(h); });
       }
       zero_masked_rows(m, rows, H, dGt);
       s.sync();

@@ -3,8 +3,8 @@
 // (workspaces only grow when a longer chunk than ever before arrives).
 #pragma once
 
+#include <memory>
 #include <mutex>
-#include <vector>
 
 #include "core.h"
 #include "gemm.h"
@@ -22,15 +22,16 @@ template <typename T>
 class Stream {
  public:
   // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H] (null = none);
-  // the state is [N, H] (and the LSTM cell state [N, H]), zero to start with.
-  Stream(CellKind kind, Nonlinearity act, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
+  // the state is [N, H] (and the LSTM cell state [N, H]), zero to start with; acts: the cell's
+  // activations.
+  Stream(CellKind kind, CellActs acts, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
          const T* b_ih, const T* b_hh)
-      : kind_(kind), act_(act), C_(C), H_(H), N_(N), G_(gates_of(kind) * H),
+      : kind_(kind), acts_(acts), C_(C), H_(H), N_(N), G_(gates_of(kind) * H),
         w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, H)),
         b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
         b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
         h_(Mat<T>::Zero(N, H)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
-        gh_(kind == CellKind::GRU ? N * G_ : 0) {
+        gh_(new T[kind == CellKind::GRU ? N * G_ : 0]) {
     // both weight matrices packed once, for every later call
     packed_ih_.reserve(C, G_);
     packed_ih_.pack_transposed(w_ih_.data(), C, 0, G_);
@@ -76,50 +77,53 @@ class Stream {
     const Dims d{steps, N_, C_, H_};
     const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
                        b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_};
-    const SeqOptions opt{};
+    SeqOptions opt{};
+    opt.acts = acts_;
     const Index NH = N_ * H_;
     bool completed = false;
     switch (kind_) {
       case CellKind::LSTM:
         completed = lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
-                                    {S_.data(), Cs_.data(), gates_.data()});
+                                    {S_.get(), Cs_.get(), gates_.get()});
         // carried cell state c = Cs[steps]
         if (completed)
-          std::copy(Cs_.data() + steps * NH, Cs_.data() + (steps + 1) * NH, c_.data());
+          std::copy(Cs_.get() + steps * NH, Cs_.get() + (steps + 1) * NH, c_.data());
         break;
       case CellKind::GRU:
         completed = gru_forward<T>(d, x, h_.data(), w, opt, y,
-                                   {S_.data(), gates_.data(), hn_.data()}, gh_.data());
+                                   {S_.get(), gates_.get(), hn_.get()}, gh_.get());
         break;
       case CellKind::RNN:
-        completed = rnn_forward<T>(d, x, h_.data(), w, act_, opt, y, S_.data());
+        completed = rnn_forward<T>(d, x, h_.data(), w, opt, y, S_.get());
         break;
     }
     // carried state h = S[steps]
-    if (completed) std::copy(S_.data() + steps * NH, S_.data() + (steps + 1) * NH, h_.data());
+    if (completed) std::copy(S_.get() + steps * NH, S_.get() + (steps + 1) * NH, h_.data());
     return completed;
   }
 
  private:
   // Workspaces for chunks of up to `steps` steps.
+  // Not zero-filled (new T[n]): the pages are first touched by the kernels' interruptible pieces,
+  // so a huge chunk does not spend seconds faulting memory in before Ctrl-C can stop it.
   void reserve(Index steps) {
     if (steps <= cap_) return;
     const Index NH = N_ * H_;
-    S_.resize((steps + 1) * NH);
-    gates_.resize(steps * N_ * G_);
-    if (kind_ == CellKind::LSTM) Cs_.resize((steps + 1) * NH);
-    if (kind_ == CellKind::GRU) hn_.resize(steps * NH);
+    S_.reset(new T[(steps + 1) * NH]);
+    gates_.reset(new T[steps * N_ * G_]);
+    if (kind_ == CellKind::LSTM) Cs_.reset(new T[(steps + 1) * NH]);
+    if (kind_ == CellKind::GRU) hn_.reset(new T[steps * NH]);
     cap_ = steps;
   }
 
   CellKind kind_;
-  Nonlinearity act_;
+  CellActs acts_;
   Index C_, H_, N_, G_;
   Mat<T> w_ih_, w_hh_;
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
   PackedB<T> packed_ih_, packed_hh_;
-  std::vector<T> gh_, S_, Cs_, gates_, hn_;
+  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_;  // workspaces (see reserve)
   Index cap_ = 0;
   mutable std::mutex mu_;
 };

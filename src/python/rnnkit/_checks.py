@@ -96,6 +96,26 @@ def recurrent_weights(gates: int, cell: str, w_ih: Any, w_hh: Any, b_ih: Any = N
     return w_ih, w_hh, out[0], out[1]
 
 
+# The activations the fused recurrent kernels take (src/cpp/core.h, namespace acts): a cell's
+# activation φ and its gates' recurrent activation σ, by Keras's names.
+CELL_ACTIVATIONS = ("tanh", "relu", "linear")
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
+
+def check_cell_activations(activation: Any, recurrent_activation: Any = None, *,
+                           names: Tuple[str, str] = ("activation", "recurrent_activation")) -> None:
+    """Raises ValueError naming the argument unless ``activation`` is one of
+    :data:`CELL_ACTIVATIONS` and ``recurrent_activation`` (unless None) one of
+    :data:`GATE_ACTIVATIONS`."""
+    if not (isinstance(activation, str) and activation in CELL_ACTIVATIONS):
+        raise ValueError(f"{names[0]}: expected one of {', '.join(map(repr, CELL_ACTIVATIONS))} "
+                         f"(what the fused recurrent kernels compute), got {activation!r:.80}")
+    if recurrent_activation is not None and not (
+            isinstance(recurrent_activation, str) and recurrent_activation in GATE_ACTIVATIONS):
+        raise ValueError(f"{names[1]}: expected one of {', '.join(map(repr, GATE_ACTIVATIONS))} "
+                         f"(what the fused recurrent kernels compute), got {recurrent_activation!r:.80}")
+
+
 def as_mask(name: str, mask: Any, expected: Sequence[int]) -> np.ndarray:
     """Returns a C-contiguous bool mask of shape `expected`. Bool arrays are used as they are;
     integer arrays are read as `mask != 0`; anything else raises TypeError."""

@@ -14,34 +14,38 @@ from numpy.typing import NDArray
 Array = NDArray[Any]
 Mask = Optional[NDArray[np.bool_]]
 
+# activation: 'tanh' | 'relu' | 'linear'; recurrent_activation: 'sigmoid' | 'hard_sigmoid'
 # x: [T, N, C], h0: [N, H], w_ih: [H, C], w_hh: [H, H], b: [H], mask: [T, N], rd: [N, H]
 # -> y: [T, N, H], S: [T+1, N, H]
 def rnn_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array],
-                b_hh: Optional[Array], nonlinearity: str, mask: Mask, rd: Optional[Array], reverse: bool,
+                b_hh: Optional[Array], activation: str, mask: Mask, rd: Optional[Array], reverse: bool,
                 zero_masked: bool) -> Tuple[Array, Array]: ...
 # -> dx: [T, N, C] or None, dh0: [N, H], dw_ih: [H, C], dw_hh: [H, H], db: [H]
-def rnn_backward(x: Array, w_ih: Array, w_hh: Array, nonlinearity: str, mask: Mask, rd: Optional[Array],
+def rnn_backward(x: Array, w_ih: Array, w_hh: Array, activation: str, mask: Mask, rd: Optional[Array],
                  reverse: bool, zero_masked: bool, S: Array, dy: Array, dh_n: Optional[Array],
                  need_dx: bool) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
 # x: [T, N, C], h0, c0: [N, H], w_ih: [4H, C], w_hh: [4H, H], b: [4H]
 # -> y: [T, N, H], S, Cs: [T+1, N, H], gates: [T, N, 4H]
 def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], w_ih: Array, w_hh: Array,
                  b_ih: Optional[Array], b_hh: Optional[Array], mask: Mask, rd: Optional[Array],
-                 reverse: bool, zero_masked: bool) -> Tuple[Array, Array, Array, Array]: ...
+                 reverse: bool, zero_masked: bool, activation: str = "tanh",
+                 recurrent_activation: str = "sigmoid") -> Tuple[Array, Array, Array, Array]: ...
 # -> dx: [T, N, C] or None, dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db: [4H]
 def lstm_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Array], reverse: bool,
                   zero_masked: bool, S: Array, Cs: Array, gates: Array, dy: Array, dh_n: Optional[Array],
-                  dc_n: Optional[Array], need_dx: bool
-                  ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+                  dc_n: Optional[Array], need_dx: bool, activation: str = "tanh",
+                  recurrent_activation: str = "sigmoid") -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
 # x: [T, N, C], h0: [N, H], w_ih: [3H, C], w_hh: [3H, H], b: [3H]
 # -> y: [T, N, H], S: [T+1, N, H], gates: [T, N, 3H], hn: [T, N, H]
 def gru_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array],
                 b_hh: Optional[Array], mask: Mask, rd: Optional[Array], reverse: bool,
-                zero_masked: bool) -> Tuple[Array, Array, Array, Array]: ...
+                zero_masked: bool, activation: str = "tanh",
+                recurrent_activation: str = "sigmoid") -> Tuple[Array, Array, Array, Array]: ...
 # -> dx: [T, N, C] or None, dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
 def gru_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Array], reverse: bool,
                  zero_masked: bool, S: Array, gates: Array, hn: Array, dy: Array, dh_n: Optional[Array],
-                 need_dx: bool) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+                 need_dx: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid"
+                 ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
 
 # x: [..., K] -> [..., K] / [...]
 def softmax_rows(x: Array) -> Array: ...
@@ -56,7 +60,8 @@ def adam_update(var: Array, grad: Array, m: Array, v: Array, v_hat: Optional[Arr
 class _Stream:
     """Streaming inference of one cell: weights packed once, state carried in C++."""
     def __init__(self, kind: str, w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
-                 batch_size: int, nonlinearity: str) -> None: ...
+                 batch_size: int, activation: str = "tanh",
+                 recurrent_activation: str = "sigmoid") -> None: ...
     # x: [N, C] -> h: [N, H]
     def step(self, x: Array) -> Array: ...
     # x: [steps, N, C] -> y: [steps, N, H]

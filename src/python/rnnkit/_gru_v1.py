@@ -7,10 +7,12 @@ Same conventions as :mod:`rnnkit.functional` (time-major, PyTorch-style row bloc
 .. math::
     \tilde h = h_{t-1} \odot d,\quad
     r, z = \sigma(W_{i\cdot} x_t + b_{i\cdot} + W_{h\cdot} \tilde h),\quad
-    n = \tanh(W_{in} x_t + b_{in} + W_{hn} (r \odot \tilde h)),\quad
+    n = \phi(W_{in} x_t + b_{in} + W_{hn} (r \odot \tilde h)),\quad
     h_t = (1 - z) \odot n + z \odot h_{t-1}
 
-where ``d`` is the recurrent dropout mask (ones without it). There is no recurrent bias.
+where ``d`` is the recurrent dropout mask (ones without it), :math:`\phi` the activation and
+:math:`\sigma` the recurrent activation (as the fused kernels: tanh/relu/linear and
+sigmoid/hard_sigmoid). There is no recurrent bias.
 
 Shapes
 ------
@@ -24,6 +26,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
+
+from rnnkit import activations as _activations
+from rnnkit._checks import check_cell_activations
 
 Array = np.ndarray
 
@@ -41,6 +46,8 @@ class GRUv1Cache:
     rdm: Optional[Array]     # [N, H]
     S: Array                 # [T+1, N, H] S[k] = state before processing step k (in run order)
     gates: Array             # [T, N, 3H] r, z, n of each step, indexed by time
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
 
 
 class GRUv1Output(NamedTuple):
@@ -57,15 +64,13 @@ class GRUv1Grads(NamedTuple):
     db_ih: Optional[Array]
 
 
-def _sigmoid(v: Array) -> Array:
-    e = np.exp(-np.abs(v))
-    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 def gru_v1_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array], *,
                    mask: Optional[Array] = None, reverse: bool = False, zero_output_for_mask: bool = False,
-                   recurrent_dropout_mask: Optional[Array] = None) -> GRUv1Output:
+                   recurrent_dropout_mask: Optional[Array] = None, activation: str = "tanh",
+                   recurrent_activation: str = "sigmoid") -> GRUv1Output:
     """Forward pass; the arrays are assumed validated by the caller (same dtype, shapes above)."""
+    check_cell_activations(activation, recurrent_activation)
+    phi, sig = _activations.get(activation), _activations.get(recurrent_activation)
     T, N, C = x.shape
     H = w_hh.shape[1]
     dt = x.dtype
@@ -82,10 +87,10 @@ def gru_v1_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih
     order = range(T - 1, -1, -1) if reverse else range(T)
     for k, t in enumerate(order):
         hd = h if recurrent_dropout_mask is None else h * recurrent_dropout_mask
-        rz = _sigmoid(gx[t, :, : 2 * H] + hd @ w_rz.T)
+        rz = sig(gx[t, :, : 2 * H] + hd @ w_rz.T)
         r = rz[:, :H]
         z = rz[:, H:]
-        n = np.tanh(gx[t, :, 2 * H:] + (r * hd) @ w_n.T)
+        n = phi(gx[t, :, 2 * H:] + (r * hd) @ w_n.T)
         h_new = (1.0 - z) * n + z * h
         gates[t, :, : 2 * H] = rz
         gates[t, :, 2 * H:] = n
@@ -98,7 +103,7 @@ def gru_v1_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih
             y[t] = h
         S[k + 1] = h
     cache = GRUv1Cache(x, w_ih, w_hh, b_ih is not None, mask, bool(reverse), bool(zero_output_for_mask),
-                       recurrent_dropout_mask, S, gates)
+                       recurrent_dropout_mask, S, gates, activation, recurrent_activation)
     return GRUv1Output(y, h.copy(), cache)
 
 
@@ -111,6 +116,8 @@ def gru_v1_backward(cache: GRUv1Cache, dy: Array, dh_n: Optional[Array] = None) 
     w_rz = w_hh[: 2 * H]
     w_n = w_hh[2 * H:]
     rdm = cache.rdm
+    phi = _activations.get(cache.activation)
+    sig = _activations.get(cache.recurrent_activation)
     dgx = np.zeros((T, N, 3 * H), dtype=dt)
     dw_hh = np.zeros_like(w_hh)
     dh = np.zeros((N, H), dtype=dt) if dh_n is None else np.array(dh_n, dtype=dt)
@@ -131,10 +138,10 @@ def gru_v1_backward(cache: GRUv1Cache, dy: Array, dh_n: Optional[Array] = None) 
             dh_new = np.where(m, dh + g_out, 0.0)
             # masked samples: the state (and, unless zeroed, the output) is h_prev itself
             dh_carry = np.where(m, 0.0, dh + (0.0 if cache.zero_output_for_mask else dy[t]))
-        dn_pre = dh_new * (1.0 - z) * (1.0 - n * n)
-        dz_pre = dh_new * (h_prev - n) * z * (1.0 - z)
+        dn_pre = phi.backward(dh_new * (1.0 - z), n)
+        dz_pre = sig.backward(dh_new * (h_prev - n), z)
         drh = dn_pre @ w_n                      # d(r * hd)
-        dr_pre = drh * hd * r * (1.0 - r)
+        dr_pre = sig.backward(drh * hd, r)
         drz = np.concatenate([dr_pre, dz_pre], axis=1)
         dgx[t, :, : 2 * H] = drz
         dgx[t, :, 2 * H:] = dn_pre

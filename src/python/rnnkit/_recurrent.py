@@ -9,9 +9,10 @@ Python code that runs a cell kernel (through :mod:`rnnkit.functional`). The mult
 
 Cells
 -----
-``rnn`` (``nonlinearity`` tanh or relu), ``lstm`` (i, f, g, o), ``gru`` (PyTorch's r, z, n form,
+``rnn``, ``lstm`` (i, f, g, o), ``gru`` (PyTorch's r, z, n form,
 Keras ``reset_after=True``) and ``gru_v1`` (Keras ``reset_after=False``: the reset gate before
-the recurrent product, no recurrent bias). Weights are a dict in rnnkit's layout (see
+the recurrent product, no recurrent bias), each with an ``activation`` (tanh, relu, linear) and
+gates' ``recurrent_activation`` (sigmoid, hard_sigmoid; not ``rnn``). Weights are a dict in rnnkit's layout (see
 :mod:`rnnkit._layouts`): ``{"w_ih", "w_hh", "b_ih", "b_hh"}``, biases may be None.
 
 A call's cache is returned to the caller and passed back to :func:`backward`; nothing of a call is
@@ -62,7 +63,8 @@ class Run(NamedTuple):
 
 def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional[Array]]] = None, *,
             mask: Optional[Array] = None, reverse: bool = False, zero_output: bool = False,
-            rd: Optional[Array] = None, nonlinearity: str = "tanh") -> Run:
+            rd: Optional[Array] = None, activation: str = "tanh",
+            recurrent_activation: str = "sigmoid") -> Run:
     """One layer, one direction, the whole sequence.
 
     Parameters
@@ -75,8 +77,9 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
         Run from ``t = T-1`` down to 0 (outputs stay at their own time index).
     zero_output
         Masked steps output zeros instead of the carried state.
-    nonlinearity
-        ``'tanh'`` or ``'relu'`` (``rnn`` only).
+    activation, recurrent_activation
+        The cell's activation and its gates' (see :data:`rnnkit._checks.CELL_ACTIVATIONS`,
+        :data:`rnnkit._checks.GATE_ACTIVATIONS`; ``rnn`` has no gates).
 
     Shapes
     ------
@@ -84,17 +87,19 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     """
     init = list(initial) if initial is not None else [None] * n_states(cell)
     kw = dict(mask=mask, reverse=reverse, zero_output_for_mask=zero_output, recurrent_dropout_mask=rd)
+    acts = dict(activation=activation, recurrent_activation=recurrent_activation)
     if cell == "lstm":
-        o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw)
+        o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw,
+                           **acts)
         return Run(o.y, [o.h_n, o.c_n], o.cache)
     if cell == "gru":
-        o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw)
+        o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw, **acts)
     elif cell == "rnn":
         o = F.rnn_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
-                          nonlinearity=nonlinearity, **kw)
+                          nonlinearity=activation, **kw)
     elif cell == "gru_v1":
         xc = np.ascontiguousarray(x)
-        o = gru_v1_forward(xc, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), **kw)
+        o = gru_v1_forward(xc, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), **kw, **acts)
     else:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
     return Run(o.y, [o.h_n], o.cache)
@@ -210,7 +215,7 @@ class StackCache(NamedTuple):
 def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
                   initial: Optional[Sequence[Optional[Array]]] = None, *, mask: Optional[Array] = None,
                   zero_output: bool = True, dropout: float = 0.0, rng: Optional[np.random.Generator] = None,
-                  nonlinearity: str = "tanh") -> Tuple[Array, List[Array], StackCache]:
+                  activation: str = "tanh") -> Tuple[Array, List[Array], StackCache]:
     """``L`` layers of ``D`` directions (forward, then reverse), each layer's directions
     concatenated and, between layers, multiplied by a dropout mask when ``dropout > 0``.
 
@@ -240,7 +245,7 @@ def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
             k = layer * D + d
             init = None if initial is None else [None if s is None else s[k] for s in initial]
             r = forward(cell, inp, weights[layer][d], init, mask=mask, reverse=d == 1,
-                        zero_output=zero_output, nonlinearity=nonlinearity)
+                        zero_output=zero_output, activation=activation)
             for store, f in zip(finals, r.finals):
                 store[k] = f
             ys.append(r.y)

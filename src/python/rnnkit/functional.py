@@ -6,7 +6,7 @@ Every function takes NumPy arrays in PyTorch's layout and returns NumPy arrays. 
 =========  =====================================================  ==================
 cell       recurrence                                             gate order (G)
 =========  =====================================================  ==================
-RNN        :math:`h' = \mathrm{act}(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`      (1)
+RNN        :math:`h' = \phi(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`          (1)
 LSTM       :math:`c' = \sigma(f) c + \sigma(i) \tanh(g)`, :math:`h' = \sigma(o)\tanh(c')`  i, f, g, o (4)
 GRU        :math:`n = \tanh(W_{in}x + b_{in} + r (W_{hn}h + b_{hn}))`,
            :math:`h' = (1-z) n + z h`                               r, z, n (3)
@@ -49,7 +49,8 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import FLOAT_DTYPES, as_float_array, as_mask, check_shape, recurrent_weights
+from rnnkit._checks import FLOAT_DTYPES, as_float_array, as_mask, check_cell_activations, check_shape
+from rnnkit._checks import recurrent_weights
 from rnnkit._checks import shape_str as _shape_str
 
 __all__ = [
@@ -88,6 +89,8 @@ class LSTMCache(_CacheBase):
     """What :func:`lstm_backward` needs from :func:`lstm_forward`."""
     c_states: Array = None   # [T+1, N, H]
     gates: Array = None      # [T, N, 4H] activated i, f, g, o
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class GRUCache(_CacheBase):
     """What :func:`gru_backward` needs from :func:`gru_forward`."""
     gates: Array = None      # [T, N, 3H] activated r, z, n
     hn: Array = None         # [T, N, H] W_hn h + b_hn
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
 
 
 class RNNOutput(NamedTuple):
@@ -223,8 +228,11 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
         _cache_array("mask", cache.mask, np.dtype(bool), (T, N))
     if cache.rd is not None:
         _cache_array("rd", cache.rd, dt, (N, H))
-    if isinstance(cache, RNNCache) and cache.nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"cache.nonlinearity: expected 'tanh' or 'relu', got {cache.nonlinearity!r:.80}")
+    if isinstance(cache, RNNCache):
+        check_cell_activations(cache.nonlinearity, None, names=("cache.nonlinearity", ""))
+    else:
+        check_cell_activations(cache.activation, cache.recurrent_activation,
+                               names=("cache.activation", "cache.recurrent_activation"))
     if isinstance(cache, LSTMCache):
         _cache_array("c_states", cache.c_states, dt, (T + 1, N, H))
         _cache_array("gates", cache.gates, dt, (T, N, 4 * H))
@@ -260,7 +268,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
     x, h0, w_ih, w_hh, b_ih, b_hh
         See Shapes; ``h0`` and the biases may be ``None``.
     nonlinearity
-        ``'tanh'`` or ``'relu'``.
+        ``'tanh'`` (PyTorch's default), ``'relu'`` or ``'linear'``.
     mask, reverse, zero_output_for_mask
         See the module documentation.
 
@@ -274,8 +282,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
     RNNOutput
         ``(y, h_n, cache)``; pass ``cache`` to :func:`rnn_backward`.
     """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    check_cell_activations(nonlinearity, None, names=("nonlinearity", ""))
     a = _validate(1, "RNN", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask,
                   recurrent_dropout_mask)
     y, S = _core.rnn_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, nonlinearity,
@@ -315,12 +322,18 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
 # ---------------------------------------------------------------------------------------------
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
-                 zero_output_for_mask: bool = False, recurrent_dropout_mask=None) -> LSTMOutput:
+                 zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> LSTMOutput:
     r"""LSTM over a whole sequence, PyTorch's gate order i, f, g, o.
 
     .. math::
-        i, f, o = \sigma(\cdot),\; g = \tanh(\cdot) \text{ of } W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}\\
-        c_t = f \odot c_{t-1} + i \odot g,\qquad h_t = o \odot \tanh(c_t)
+        i, f, o = \sigma(\cdot),\; g = \phi(\cdot) \text{ of } W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}\\
+        c_t = f \odot c_{t-1} + i \odot g,\qquad h_t = o \odot \phi(c_t)
+
+    :math:`\phi` is ``activation`` (``'tanh'``, ``'relu'`` or ``'linear'``) and :math:`\sigma`
+    ``recurrent_activation`` (``'sigmoid'`` or Keras 3's ``'hard_sigmoid'``,
+    :math:`\mathrm{clip}(x/6 + 1/2, 0, 1)`), as Keras's ``LSTM``; every pair runs in the fused
+    kernels.
 
     Shapes
     ------
@@ -334,11 +347,14 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     """
     a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask,
                   recurrent_dropout_mask)
+    check_cell_activations(activation, recurrent_activation)
     y, S, Cs, gates = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
-                                         a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask))
+                                         a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask),
+                                         activation, recurrent_activation)
     last = 0 if reverse else -1
     cache = LSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                      bool(reverse), bool(zero_output_for_mask), S, a.rd, Cs, gates)
+                      bool(reverse), bool(zero_output_for_mask), S, a.rd, Cs, gates, activation,
+                      recurrent_activation)
     return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
 
 
@@ -360,7 +376,8 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
     dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
     dx, dh0, dc0, dw_ih, dw_hh, db = _core.lstm_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
-        cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx))
+        cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx), cache.activation,
+        cache.recurrent_activation)
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
 
@@ -369,13 +386,17 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
 # ---------------------------------------------------------------------------------------------
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
-                zero_output_for_mask: bool = False, recurrent_dropout_mask=None) -> GRUOutput:
+                zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
+                activation: str = "tanh", recurrent_activation: str = "sigmoid") -> GRUOutput:
     r"""GRU over a whole sequence in PyTorch's form (gate order r, z, n; Keras ``reset_after=True``).
 
     .. math::
         r, z = \sigma(W_{i\cdot} x_t + b_{i\cdot} + W_{h\cdot} h_{t-1} + b_{h\cdot})\\
-        n = \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})),\qquad
+        n = \phi(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})),\qquad
         h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    :math:`\phi` is ``activation`` (``'tanh'``, ``'relu'``, ``'linear'``) and :math:`\sigma`
+    ``recurrent_activation`` (``'sigmoid'``, ``'hard_sigmoid'``), all in the fused kernels.
 
     Shapes
     ------
@@ -389,10 +410,13 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     """
     a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask,
                   recurrent_dropout_mask)
+    check_cell_activations(activation, recurrent_activation)
     y, S, gates, hn = _core.gru_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask,
-                                        a.rd, bool(reverse), bool(zero_output_for_mask))
+                                        a.rd, bool(reverse), bool(zero_output_for_mask),
+                                        activation, recurrent_activation)
     cache = GRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                     bool(reverse), bool(zero_output_for_mask), S, a.rd, gates, hn)
+                     bool(reverse), bool(zero_output_for_mask), S, a.rd, gates, hn, activation,
+                     recurrent_activation)
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
 
@@ -412,5 +436,6 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
-        cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx))
+        cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx), cache.activation,
+        cache.recurrent_activation)
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))

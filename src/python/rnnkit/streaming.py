@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 
 from rnnkit import _core
-from rnnkit._checks import as_float_array, check_fits_memory, check_positive_int, recurrent_weights
+from rnnkit._checks import as_float_array, check_cell_activations, check_fits_memory, check_positive_int
+from rnnkit._checks import recurrent_weights
 
 __all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
 
@@ -35,10 +36,9 @@ class _Stream:
     _kind = ""
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
-                 nonlinearity: str = "tanh") -> None:
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
         batch_size = check_positive_int("batch_size", batch_size)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        check_cell_activations(activation, recurrent_activation)
         G = _GATES[self._kind]
         w_ih, w_hh, b_ih, b_hh = recurrent_weights(G, self._kind, w_ih, w_hh, b_ih, b_hh)
         dt, H = w_hh.dtype, w_hh.shape[1]
@@ -48,7 +48,8 @@ class _Stream:
                           float(batch_size) * H * (2 * G + 4) * dt.itemsize,
                           f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
-        self._impl = impl_cls(self._kind, w_ih, w_hh, b_ih, b_hh, batch_size, nonlinearity)
+        self._impl = impl_cls(self._kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
+                              recurrent_activation)
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
         self.step = self._impl.step
@@ -89,16 +90,24 @@ class _Stream:
 
 
 class RNNStream(_Stream):
-    """Streaming Elman RNN (``nonlinearity`` 'tanh' or 'relu'). See the module documentation."""
+    """Streaming Elman RNN (``nonlinearity`` 'tanh', 'relu' or 'linear', PyTorch's name for the
+    activation). See the module documentation."""
     _kind = "RNN"
+
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
+                 nonlinearity: str = "tanh") -> None:
+        check_cell_activations(nonlinearity, None, names=("nonlinearity", ""))
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=nonlinearity)
 
 
 class LSTMStream(_Stream):
     """Streaming LSTM (gate order i, f, g, o). See the module documentation."""
     _kind = "LSTM"
 
-    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1) -> None:
-        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size)
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
+                         recurrent_activation=recurrent_activation)
 
     @property
     def c(self) -> np.ndarray:
@@ -110,8 +119,10 @@ class GRUStream(_Stream):
     """Streaming GRU (PyTorch's form, gate order r, z, n). See the module documentation."""
     _kind = "GRU"
 
-    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1) -> None:
-        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size)
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
+                         recurrent_activation=recurrent_activation)
 
 
 class StackedStream:

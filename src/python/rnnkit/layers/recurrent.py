@@ -59,7 +59,8 @@ import numpy as np
 
 from rnnkit import _layouts, _recurrent, activations, initializers
 from rnnkit._random import generator
-from rnnkit._checks import as_float_array, check_positive_int, check_rate, check_seed, check_shape
+from rnnkit._checks import as_float_array, check_cell_activations, check_positive_int
+from rnnkit._checks import check_rate, check_seed, check_shape
 from rnnkit._threads import PerThread
 from rnnkit.layers.base import Context, Layer, Shape, check_grad, check_mask
 
@@ -108,6 +109,10 @@ class _RNN(Layer):
 
     def _reset_after(self) -> bool:
         return True
+
+    def _recurrent_activation_name(self) -> str:
+        ra = getattr(self, "recurrent_activation", None)
+        return "sigmoid" if ra is None else ra.name
 
     def kernel_weights(self) -> Dict[str, Optional[np.ndarray]]:
         """The live parameter arrays in rnnkit's layout: ``{"w_ih", "w_hh", "b_ih", "b_hh"}``."""
@@ -250,7 +255,8 @@ class _RNN(Layer):
         run = _recurrent.forward(self.cell, xt, self.kernel_weights(), states,
                                  mask=None if m is None else np.ascontiguousarray(m.T),
                                  reverse=self.go_backwards, zero_output=self.zero_output_for_mask,
-                                 rd=rdm, nonlinearity=self.activation.name)
+                                 rd=rdm, activation=self.activation.name,
+                                 recurrent_activation=self._recurrent_activation_name())
         if self.stateful:
             self.states = [s.copy() for s in run.finals]
         last = 0 if self.go_backwards else T - 1
@@ -369,22 +375,24 @@ def _sum_grads(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.
     return a if b is None else a + b
 
 
-def _only(name: str, value: Any, allowed: str, cell: str) -> None:
-    if activations.get(value).name != allowed:
-        raise ValueError(f"{name}: {cell}'s fused kernel supports only {allowed!r}, got "
-                         f"{activations.get(value).name!r}")
+def _kernel_activations(activation: Any, recurrent_activation: Any = None) -> None:
+    """Raises ValueError unless the fused kernels compute these activations (any Keras
+    identifier that names one of them: a string, the function, None for linear)."""
+    check_cell_activations(activations.get(activation).name,
+                           None if recurrent_activation is None else activations.get(recurrent_activation).name)
 
 
 class SimpleRNN(_RNN):
     r"""Fully-connected Elman RNN, Keras's ``SimpleRNN``:
-    :math:`h_t = \mathrm{act}(x_t K + b + h_{t-1} R)`.
+    :math:`h_t = \phi(x_t K + b + h_{t-1} R)`.
 
     Parameters
     ----------
     units
         Size of the state and output.
     activation
-        ``'tanh'`` (default) or ``'relu'``.
+        ``'tanh'`` (default), ``'relu'`` or ``'linear'`` (None), all in the fused kernel; other
+        activations raise ValueError.
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
     recurrent_dropout, seed, return_sequences, return_state, go_backwards, stateful, unroll,
     zero_output_for_mask
@@ -407,23 +415,25 @@ class SimpleRNN(_RNN):
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  zero_output_for_mask: bool = False, **kwargs: Any) -> None:
-        name = activations.get(activation).name
-        if name not in ("tanh", "relu"):
-            raise ValueError(f"activation: SimpleRNN's fused kernel supports 'tanh' or 'relu', got {name!r}")
+        _kernel_activations(activation)
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
 
 
 class LSTM(_RNN):
-    r"""Long short-term memory, Keras's ``LSTM`` (gates i, f, c, o; ``h = o tanh(c)``).
+    r"""Long short-term memory, Keras's ``LSTM`` (gates i, f, c, o; ``h = o φ(c)``).
 
     Parameters
     ----------
     units
         Size of the states and output.
-    activation, recurrent_activation
-        Only ``'tanh'`` and ``'sigmoid'`` (what the fused kernel computes); others raise ValueError.
+    activation
+        φ of the candidate and the output: ``'tanh'`` (default), ``'relu'`` or ``'linear'``.
+    recurrent_activation
+        σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'`` (Keras 3's,
+        ``clip(x/6 + 1/2, 0, 1)``). Every pair runs in the fused kernels at the same speed;
+        other activations raise ValueError.
     unit_forget_bias
         Initialise the forget-gate block of the bias to one (Keras default True).
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
@@ -449,8 +459,7 @@ class LSTM(_RNN):
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  zero_output_for_mask: bool = False, **kwargs: Any) -> None:
-        _only("activation", activation, "tanh", "LSTM")
-        _only("recurrent_activation", recurrent_activation, "sigmoid", "LSTM")
+        _kernel_activations(activation, recurrent_activation)
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
@@ -481,8 +490,11 @@ class GRU(_RNN):
     ----------
     units
         Size of the state and output.
-    activation, recurrent_activation
-        Only ``'tanh'`` and ``'sigmoid'``; others raise ValueError.
+    activation
+        φ of the candidate: ``'tanh'`` (default), ``'relu'`` or ``'linear'``.
+    recurrent_activation
+        σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'``. All in the fused kernels;
+        other activations raise ValueError.
     reset_after
         True (default, Keras 3 and PyTorch's form, run by the compiled kernel): the reset gate
         multiplies ``h R_h + b_rec``; False (the original form, run in vectorised NumPy): it
@@ -511,8 +523,7 @@ class GRU(_RNN):
                  return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
                  stateful: bool = False, unroll: bool = False, reset_after: bool = True,
                  zero_output_for_mask: bool = False, **kwargs: Any) -> None:
-        _only("activation", activation, "tanh", "GRU")
-        _only("recurrent_activation", recurrent_activation, "sigmoid", "GRU")
+        _kernel_activations(activation, recurrent_activation)
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)

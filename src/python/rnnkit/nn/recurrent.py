@@ -255,7 +255,7 @@ class _RNNBase(Module):
         out, finals, cache = _recurrent.stack_forward(
             self._cell, xt, weights, None if all(s is None for s in init) else list(init), mask=tmask,
             zero_output=True, dropout=self.dropout if self.training else 0.0, rng=self._rng,
-            nonlinearity=getattr(self, "nonlinearity", "tanh"))
+            activation=getattr(self, "nonlinearity", "tanh"))
         if not batched:
             output = np.ascontiguousarray(out[:, 0, :])
             states = tuple(np.ascontiguousarray(s[:, 0, :]) for s in finals)
