@@ -505,7 +505,7 @@ def test_weights_set_and_get_round_trip(rng):
     (dict(filters=4, kernel_size=3, groups=0), ValueError, r"groups: expected an int >= 1, got 0"),
     (dict(filters=6, kernel_size=3, groups=4), ValueError,
      r"groups: filters must be divisible by groups, got filters=6 and groups=4"),
-    (dict(filters=4, kernel_size=3, activation="gelu"), ValueError, r"activation: unknown name 'gelu'"),
+    (dict(filters=4, kernel_size=3, activation="gelux"), ValueError, r"activation: unknown name 'gelux'"),
     (dict(filters=4, kernel_size=3, activation=np.tanh), TypeError, r"activation: expected a name"),
     (dict(filters=4, kernel_size=3, kernel_initializer="nope"), ValueError, r"nope"),
     (dict(filters=4, kernel_size=3, padding_mode="zeros"), TypeError,

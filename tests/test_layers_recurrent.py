@@ -750,13 +750,13 @@ def test_compute_mask(cell):
 # ---------------------------------------------------------------------------------------------
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="activation: LSTM's fused kernel supports only 'tanh', got 'relu'"):
-        LSTM(2, activation="relu")
-    with pytest.raises(ValueError, match="recurrent_activation: GRU's fused kernel supports only 'sigmoid'"):
+    with pytest.raises(ValueError, match="activation: expected one of 'tanh', 'relu', 'linear' .*got 'elu'"):
+        LSTM(2, activation="elu")
+    with pytest.raises(ValueError, match="recurrent_activation: expected one of 'sigmoid', 'hard_sigmoid'"):
         GRU(2, recurrent_activation="tanh")
-    with pytest.raises(ValueError, match="activation: unknown name 'hard_sigmoid'"):
-        LSTM(2, recurrent_activation="hard_sigmoid")
-    with pytest.raises(ValueError, match="activation: SimpleRNN's fused kernel supports 'tanh' or 'relu', got 'sigmoid'"):
+    with pytest.raises(ValueError, match="activation: unknown name 'hard_sigmoidx'"):
+        LSTM(2, recurrent_activation="hard_sigmoidx")
+    with pytest.raises(ValueError, match="activation: expected one of 'tanh', 'relu', 'linear' .*got 'sigmoid'"):
         SimpleRNN(2, activation="sigmoid")
     with pytest.raises(ValueError, match=r"units: expected an int >= 1, got 0"):
         GRU(0)
