@@ -297,13 +297,23 @@ def test_terminate_on_nan_and_stop_training(rng):
     assert h.epoch == [0] and model.optimizer.iterations == 2
 
 
-def test_progress_bar_output(rng, capsys):
+def test_progress_bar_output(rng, capsys, monkeypatch):
     x, _, y = _delay_task(rng, n=32)
     model = _model()
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    # not a terminal (a log file, as here under pytest): one line per epoch, no carriage returns
     model.fit(x, y, epochs=2, batch_size=8, verbose=1)
+    captured = capsys.readouterr()
+    assert captured.err == "" and "\r" not in captured.out
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss: " in lines[0] and "accuracy: " in lines[1]
+    # a terminal: the tqdm bar on stderr
+    from rnnkit import training
+    monkeypatch.setattr(training, "_interactive", lambda: True)
+    model.fit(x, y, epochs=2, batch_size=8, verbose="auto")
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "loss=" in err and "accuracy=" in err
+    monkeypatch.undo()
     model.fit(x, y, epochs=1, verbose=0)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""

@@ -58,8 +58,8 @@ def build_info() -> Dict[str, Any]:
 from rnnkit import functional  # noqa: E402
 
 _SUBMODULES = ("activations", "callbacks", "initializers", "interop", "layers", "losses",
-               "metrics", "models", "nn", "optimizers", "schedules", "serialization", "streaming",
-               "training")
+               "metrics", "models", "nn", "optim", "optimizers", "schedules", "serialization",
+               "streaming", "training", "utils")
 
 
 def __getattr__(name: str) -> Any:

@@ -209,6 +209,16 @@ def atomic_write(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def check_filename(filepath: Any) -> None:
+    """Refuses names that promise another format: rnnkit writes safetensors, so ``.keras`` and
+    ``.h5``/``.hdf5`` (Keras's archive and HDF5 formats) raise ValueError naming the file."""
+    name = os.fspath(filepath)
+    ext = os.path.splitext(str(name))[1].lower()
+    if ext in (".keras", ".h5", ".hdf5"):
+        raise ValueError(f"filepath: {name!r} names a Keras {ext} file, but rnnkit saves safetensors; use a name "
+                         "ending in .rnnkit or .safetensors")
+
+
 def _layer_tensors(model: Model) -> Tuple[Dict[str, np.ndarray], List[Dict[str, Any]]]:
     if not model.built:
         raise ValueError(f"model: {model.name!r} is not built; give the first layer an input_shape, "

@@ -38,9 +38,12 @@ from rnnkit import losses as _losses
 from rnnkit._checks import check_finite as _check_finite_arr
 from rnnkit._checks import check_positive_int, shape_str
 from rnnkit._random import generator
+from rnnkit._data import (ArrayData, Batch, DataSource, check_sample_weight, class_weights_to_sample_weights,
+                          is_iterable_source, is_sequence_source, make_source)
 from rnnkit.callbacks import Callback, CallbackList, History
 
-__all__ = ["fit", "evaluate", "predict", "train_on_batch", "prepare_targets"]
+__all__ = ["fit", "evaluate", "predict", "train_on_batch", "test_on_batch", "predict_on_batch",
+           "prepare_targets", "prepare_weights"]
 
 Shape = Tuple[Optional[int], ...]
 
@@ -72,13 +75,18 @@ def _prepare_target(loss: Optional[_losses.Loss], y: Any, n: int, out_shape: Sha
             t = t.astype(np.int64)
         elif t.dtype.kind not in "iu":
             raise TypeError(f"{name}: expected integer class labels, got dtype {t.dtype}")
-        if t.size and K is not None:
-            lo, hi = int(t.min()), int(t.max())
+        ignored = getattr(loss, "ignore_class", None)
+        checked = t if ignored is None else t[t != ignored]
+        if checked.size and K is not None:
+            lo, hi = int(checked.min()), int(checked.max())
             if lo < 0 or hi >= K:
-                raise ValueError(f"{name}: labels must be in [0, {K}) for the model's {K} output classes, "
+                raise ValueError(f"{name}: labels must be in [0, {K}) for the model's {K} output classes"
+                                 f"{'' if ignored is None else f' (or ignore_class={ignored})'}, "
                                  f"got values in [{lo}, {hi}]")
         return t
     want = (n,) + tuple(out_shape[1:])
+    if len(want) == t.ndim + 1 and want[-1] == 1 and _matches(t.shape, want[:-1]):
+        t = t[..., None]  # y of shape (N,) for a Dense(1) output, as Keras accepts
     if not _matches(t.shape, want):
         raise ValueError(f"{name}: expected shape {shape_str(want)} (the model's output shape), got "
                          f"{shape_str(t.shape)}")
@@ -116,40 +124,130 @@ def prepare_targets(model: Any, y: Any, n: int, name: str = "y") -> List[Optiona
     return res
 
 
-def _check_args(epochs: int, batch_size: int, verbose: int) -> Tuple[int, int, int]:
+def _check_args(epochs: int, batch_size: Optional[int], verbose: Any) -> Tuple[int, int, int]:
     epochs = check_positive_int("epochs", epochs, minimum=0)
-    batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = 32 if batch_size is None else check_positive_int("batch_size", batch_size)
+    if verbose == "auto":
+        verbose = 1
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
     return epochs, batch_size, int(verbose)
 
 
-class _Data:
-    """Inputs and targets of one call, checked once, sliced per batch."""
-
-    def __init__(self, xs: List[np.ndarray], ys: List[Optional[np.ndarray]]) -> None:
-        self.xs, self.ys = xs, ys
-        self.n = xs[0].shape[0]
-
-    def batch(self, idx: Any) -> Tuple[List[np.ndarray], List[Optional[np.ndarray]]]:
-        return [x[idx] for x in self.xs], [None if y is None else y[idx] for y in self.ys]
-
-    def split(self, at: int) -> Tuple["_Data", "_Data"]:
-        return (_Data([x[:at] for x in self.xs], [None if y is None else y[:at] for y in self.ys]),
-                _Data([x[at:] for x in self.xs], [None if y is None else y[at:] for y in self.ys]))
+def _check_steps(name: str, steps: Any) -> Optional[int]:
+    return None if steps is None else check_positive_int(name, steps)
 
 
-def _prepare(model: Any, x: Any, y: Any, names: Tuple[str, str], check: bool) -> _Data:
-    xs = model.prepare_inputs(x, names[0])
-    ys = prepare_targets(model, y, xs[0].shape[0], names[1])
-    if check:
-        for i, a in enumerate(xs):
-            if a.dtype.kind == "f":
-                _check_finite_arr(names[0] if len(xs) == 1 else f"{names[0]}[{i}]", a)
-        for i, a in enumerate(ys):
-            if a is not None and a.dtype.kind == "f":
-                _check_finite_arr(names[1] if len(ys) == 1 else f"{names[1]}[{i}]", a)
-    return _Data(xs, ys)
+def _targets_lead(model: Any, k: int, y: np.ndarray) -> Tuple[int, ...]:
+    """The shape of output ``k``'s loss entries for checked targets ``y``: y's shape without the
+    class axis (integer labels for the sparse loss: y's own shape)."""
+    if isinstance(model.output_losses[k], _losses.SparseCategoricalCrossentropy):
+        return tuple(y.shape)
+    return tuple(y.shape[:-1]) if y.ndim >= 2 else tuple(y.shape)
+
+
+def prepare_weights(model: Any, sample_weight: Any, class_weight: Any, ys: List[Optional[np.ndarray]],
+                    n: int, name: str = "sample_weight") -> Optional[List[Optional[np.ndarray]]]:
+    """Per output, the weight of every loss entry (``[N]`` or ``[N, T]``), from ``sample_weight``
+    (one array for all outputs, a list, or a dict by output name) times the ``class_weight`` of
+    each entry's label (single-output models, as in Keras); None when neither is given."""
+    if sample_weight is None and class_weight is None:
+        return None
+    names = model.output_names
+    n_out = len(ys)
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in names]
+        if unknown:
+            raise ValueError(f"{name}: unknown output name(s) {unknown}; the outputs are {names}")
+        sws = [sample_weight.get(k) for k in names]
+    elif isinstance(sample_weight, (list, tuple)) and n_out > 1:
+        if len(sample_weight) != n_out:
+            raise ValueError(f"{name}: expected {n_out} weight arrays (one per output), got {len(sample_weight)}")
+        sws = list(sample_weight)
+    else:
+        sws = [sample_weight] * n_out
+    if class_weight is not None and n_out > 1:
+        raise ValueError("class_weight: only for models with one output (as in Keras); give per-output "
+                         "sample_weight instead")
+    out: List[Optional[np.ndarray]] = []
+    for k, (y, sw) in enumerate(zip(ys, sws)):
+        if y is None:
+            out.append(None)
+            continue
+        odt = np.dtype(model.outputs[k].dtype)
+        dt = odt if odt.kind == "f" else np.dtype(np.float32)
+        lead = _targets_lead(model, k, y)
+        w = None if sw is None else check_sample_weight(name if n_out == 1 else f"{name}[{names[k]!r}]", sw, n, lead, dt)
+        if class_weight is not None:
+            sparse = isinstance(model.output_losses[k], _losses.SparseCategoricalCrossentropy)
+            cw = class_weights_to_sample_weights(class_weight, y, sparse, dt)
+            w = cw if w is None else (w.reshape(w.shape + (1,) * (cw.ndim - w.ndim)) * cw)
+        out.append(w)
+    return out
+
+
+class _Checker:
+    """Checks data against the model: whole arrays once, or each batch of a generator."""
+
+    def __init__(self, model: Any, check_finite: bool, class_weight: Any, names: Tuple[str, str, str],
+                 batch_size: int, shuffle: bool) -> None:
+        self.model, self.check_finite, self.class_weight = model, check_finite, class_weight
+        self.names, self.batch_size, self.shuffle = names, batch_size, shuffle
+
+    def _finite(self, arrs: List[Optional[np.ndarray]], name: str) -> None:
+        if self.check_finite:
+            for i, a in enumerate(arrs):
+                if a is not None and a.dtype.kind == "f":
+                    _check_finite_arr(name if len(arrs) == 1 else f"{name}[{i}]", a)
+
+    def check(self, x: Any, y: Any, w: Any, where: str = "") -> Batch:
+        nx, ny, nw = (f"{n}{where}" for n in self.names)
+        xs = self.model.prepare_inputs(x, nx)
+        n = xs[0].shape[0]
+        if y is None and any(l is not None for l in self.model.output_losses):
+            raise ValueError(f"{ny}: expected targets for the model's loss, got None")
+        ys = prepare_targets(self.model, y, n, ny) if y is not None else [None] * len(self.model.outputs)
+        ws = prepare_weights(self.model, w, self.class_weight, ys, n, nw) if y is not None else None
+        self._finite(xs, nx)
+        self._finite(ys, ny)
+        return xs, ys, ws
+
+    def arrays(self, x: Any, y: Any, w: Any) -> ArrayData:
+        xs, ys, ws = self.check(x, y, w)
+        return ArrayData(xs, ys, ws, self.batch_size, self.shuffle)
+
+    def batch(self, x: Any, y: Any, w: Any, where: str) -> Batch:
+        return self.check(x, y, w, f" ({where})")
+
+
+def _source(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, batch_size: int,
+            shuffle: bool, steps: Optional[int], check: bool,
+            names: Tuple[str, str, str] = ("x", "y", "sample_weight")) -> DataSource:
+    chk = _Checker(model, check, class_weight, names, batch_size, shuffle)
+    return make_source(x, y, sample_weight, batch_size, shuffle, steps, chk.arrays, chk.batch, names[0])
+
+
+class _Cycled(DataSource):
+    """``steps`` batches per epoch from an array source, continuing where the last epoch
+    stopped and reshuffling at each pass through the data (Keras's ``steps_per_epoch`` on
+    arrays)."""
+
+    def __init__(self, source: ArrayData, steps: int) -> None:
+        self.source, self.steps = source, steps
+        self._it: Optional[Iterator[Batch]] = None
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        for _ in range(self.steps):
+            while True:
+                if self._it is None:
+                    self._it = self.source.epoch(rng)
+                try:
+                    batch = next(self._it)
+                except StopIteration:
+                    self._it = None
+                    continue
+                yield batch
+                break
 
 
 # ---- one step ----------------------------------------------------------------------------------
@@ -161,7 +259,16 @@ def _loss_mask(out: np.ndarray, mask: Any) -> Optional[np.ndarray]:
     return mask if mask.shape == out.shape[:-1] else None
 
 
-def _losses_and_grads(model: Any, trace: Any, ys: List[Optional[np.ndarray]], need_grad: bool
+def _weight_kw(ws: Optional[List[Optional[np.ndarray]]], k: int) -> Dict[str, Any]:
+    """``sample_weight=`` for output ``k`` when weights are in use (losses and metrics without
+    weights are called exactly as before)."""
+    if ws is None or ws[k] is None:
+        return {}
+    return {"sample_weight": ws[k]}
+
+
+def _losses_and_grads(model: Any, trace: Any, ys: List[Optional[np.ndarray]],
+                      ws: Optional[List[Optional[np.ndarray]]], need_grad: bool
                       ) -> Tuple[float, List[Optional[np.ndarray]], List[bool], List[Optional[np.ndarray]]]:
     """The weighted total loss; per output its gradient, whether that gradient is w.r.t. the
     logits (loss fusion), and the mask used."""
@@ -169,7 +276,7 @@ def _losses_and_grads(model: Any, trace: Any, ys: List[Optional[np.ndarray]], ne
     ds: List[Optional[np.ndarray]] = []
     logits: List[bool] = []
     masks: List[Optional[np.ndarray]] = []
-    for k, (loss, w, yb) in enumerate(zip(model.output_losses, model.loss_weights, ys)):
+    for k, (loss, lw, yb) in enumerate(zip(model.output_losses, model.loss_weights, ys)):
         out = trace.outputs[k]
         m = _loss_mask(out, trace.output_masks[k])
         masks.append(m)
@@ -177,36 +284,38 @@ def _losses_and_grads(model: Any, trace: Any, ys: List[Optional[np.ndarray]], ne
             ds.append(None)
             logits.append(False)
             continue
+        kw = _weight_kw(ws, k)
         fused = loss.fusable_activation is not None and model.fusable_activation(k) == loss.fusable_activation
         if fused and need_grad:
-            value, d = loss.logits_value_and_grad(yb, out, mask=m)
+            value, d = loss.logits_value_and_grad(yb, out, mask=m, **kw)
         elif need_grad:
-            value, d = loss.value_and_grad(yb, out, m)
+            value, d = loss.value_and_grad(yb, out, m, **kw)
         else:
-            value, d = loss(yb, out, m), None
-        total += w * value
-        if d is not None and w != 1.0:
-            d = d * w
+            value, d = loss(yb, out, m, **kw), None
+        total += lw * value
+        if d is not None and lw != 1.0:
+            d = d * lw
         ds.append(d)
         logits.append(fused)
     return total, ds, logits, masks
 
 
-def _train_step(model: Any, xb: List[np.ndarray], yb: List[Optional[np.ndarray]],
-                params: List[np.ndarray], grads: List[np.ndarray]) -> Tuple[float, Any, List[Any]]:
+def _train_step(model: Any, batch: Batch, params: List[np.ndarray], grads: List[np.ndarray]
+                ) -> Tuple[float, Any, List[Any]]:
+    xb, yb, wb = batch
     trace = model.run(xb, training=True)
-    value, ds, logits, masks = _losses_and_grads(model, trace, yb, need_grad=True)
+    value, ds, logits, masks = _losses_and_grads(model, trace, yb, wb, need_grad=True)
     model.zero_grad()
     model.backprop(trace, ds, logits)
     model.optimizer.apply(grads, params)
     return value, trace, masks
 
 
-def _update_metrics(model: Any, ys: List[Optional[np.ndarray]], outputs: List[np.ndarray],
-                    masks: List[Optional[np.ndarray]]) -> None:
+def _update_metrics(model: Any, batch: Batch, outputs: List[np.ndarray], masks: List[Optional[np.ndarray]]) -> None:
+    _, ys, ws = batch
     for m, k in zip(model.compiled_metrics, model.metric_outputs):
         if ys[k] is not None:
-            m.update_state(ys[k], outputs[k], masks[k])
+            m.update_state(ys[k], outputs[k], masks[k], **_weight_kw(ws, k))
 
 
 def _reseed_layers(model: Any, rng: np.random.Generator) -> None:
@@ -218,94 +327,137 @@ def _reseed_layers(model: Any, rng: np.random.Generator) -> None:
             layer.rng = np.random.default_rng(seed)
 
 
-def _batches(n: int, batch_size: int, order: Optional[np.ndarray]) -> Iterator[Union[slice, np.ndarray]]:
-    for s in range(0, n, batch_size):
-        yield slice(s, min(s + batch_size, n)) if order is None else order[s:s + batch_size]
+def _postfix(logs: Dict[str, Any]) -> Dict[str, str]:
+    return {k: f"{v:.4f}" for k, v in logs.items() if isinstance(v, float)}
 
 
-def _postfix(logs: Dict[str, float]) -> Dict[str, str]:
-    return {k: f"{v:.4f}" for k, v in logs.items()}
+def _line(logs: Dict[str, Any]) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, float))
+
+
+def _interactive() -> bool:
+    """Whether progress goes to a terminal (a tqdm bar) or to a log (one line per epoch)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _logs(total: float, seen: int, metrics: List[Any]) -> Dict[str, Any]:
+    """The loss and every metric's result: floats, or an array for a per-class result (F1Score
+    with ``average=None``), which progress lines leave out."""
+    logs: Dict[str, Any] = {"loss": total / max(seen, 1)}
+    for m in metrics:
+        r = m.result()
+        logs[m.name] = float(r) if np.ndim(r) == 0 else np.asarray(r)
+    return logs
 
 
 # ---- public loops ------------------------------------------------------------------------------
 
-def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
-        validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
-        shuffle: bool = True, callbacks: Optional[Sequence[Callback]] = None, verbose: int = 1,
-        seed: Optional[int] = None, initial_epoch: int = 0,
-        check_finite: Optional[bool] = None) -> History:
+def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
+        verbose: Any = "auto", callbacks: Optional[Sequence[Callback]] = None, validation_split: float = 0.0,
+        validation_data: Any = None, shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
+        sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
+        validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
+        validation_freq: int = 1, seed: Optional[int] = None, check_finite: Optional[bool] = None) -> History:
     """See :meth:`rnnkit.models.Model.fit`.
 
     Shapes
     ------
-    ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output; returns the History.
+    ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output; ``sample_weight``: ``[N]`` or
+    ``[N, T]``; returns the History.
     """
     model.require_compiled("fit")
     epochs, batch_size, verbose = _check_args(epochs, batch_size, verbose)
     initial_epoch = check_positive_int("initial_epoch", initial_epoch, minimum=0)
+    steps_per_epoch = _check_steps("steps_per_epoch", steps_per_epoch)
+    validation_steps = _check_steps("validation_steps", validation_steps)
+    validation_freq = check_positive_int("validation_freq", validation_freq)
+    val_batch = batch_size if validation_batch_size is None else check_positive_int(
+        "validation_batch_size", validation_batch_size)
     if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
             or not 0.0 <= float(validation_split) < 1.0:
         raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise TypeError(f"seed: expected None or an int, got {type(seed).__name__}")
     check = model.check_finite if check_finite is None else bool(check_finite)
-    data = _prepare(model, x, y, ("x", "y"), check)
+    train = _source(model, x, y, sample_weight, class_weight, batch_size, shuffle, steps_per_epoch, check)
 
-    val: Optional[_Data] = None
+    val: Optional[DataSource] = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data: expected a tuple (x_val, y_val), got "
-                             f"{type(validation_data).__name__}"
-                             f"{' of length ' + str(len(validation_data)) if isinstance(validation_data, (tuple, list)) else ''}")
-        val = _prepare(model, validation_data[0], validation_data[1],
-                       ("validation_data[0]", "validation_data[1]"), check)
+        vd = validation_data
+        if isinstance(vd, (tuple, list)):
+            if len(vd) not in (2, 3):
+                raise ValueError(f"validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, "
+                                 f"sample_weight), got a {type(vd).__name__} of length {len(vd)}")
+            vx, vy, vw = vd[0], vd[1], vd[2] if len(vd) == 3 else None
+        elif is_sequence_source(vd) or is_iterable_source(vd):
+            vx, vy, vw = vd, None, None
+        else:
+            raise ValueError(f"validation_data: expected a tuple (x_val, y_val), got {type(vd).__name__}")
+        val = _source(model, vx, vy, vw, None, val_batch, False, validation_steps, check,
+                      ("validation_data[0]", "validation_data[1]", "validation_data[2]"))
     elif validation_split > 0:
-        n_all = data.n
+        if not isinstance(train, ArrayData):
+            raise ValueError("validation_split: only for array inputs (as in Keras); give validation_data "
+                             "for a generator or dataset")
+        n_all = train.n
         split = int(math.floor(n_all * (1.0 - float(validation_split))))
         if split == 0 or split == n_all:
             raise ValueError(f"validation_split: {validation_split} of {n_all} samples leaves "
                              f"{split} for training and {n_all - split} for validation; both must be > 0")
-        data, val = data.split(split)
+        train, held = train.split(split)
+        held.batch_size = val_batch
+        held.steps = -(-held.n // val_batch)
+        val = held
+    if steps_per_epoch is not None and isinstance(train, ArrayData):
+        train = _Cycled(train, steps_per_epoch)
 
-    n = data.n
-    steps = -(-n // batch_size)
     rng = generator(seed)
     if seed is not None:
         _reseed_layers(model, rng)
     params, grads = model.trainable_variables()
     history = History()
+    steps = train.steps
     cbs = CallbackList(list(callbacks or []) + [history], model,
                        {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
-                        "samples": n})
+                        "samples": getattr(train, "n", None)})
     model.stop_training = False
     model.history = history
     metrics = model.compiled_metrics
+    bar_on = verbose == 1 and _interactive()
     cbs.on_train_begin()
-    logs: Dict[str, float] = {}
+    # a BackupAndRestore that found a backup restored the weights and says where to go on
+    initial_epoch = cbs.resume_epoch(initial_epoch)
+    # each epoch's batch order comes from (base, epoch): a run resumed at epoch e shuffles as the
+    # uninterrupted run did (with the same seed, or after the same rnnkit.utils.set_random_seed)
+    base = int(rng.integers(0, 2**63 - 1))
+    logs: Dict[str, Any] = {}
+    ran = False
     for epoch in range(initial_epoch, epochs):
+        ran = True
         cbs.on_epoch_begin(epoch)
         for m in metrics:
             m.reset_state()
-        order = rng.permutation(n) if shuffle else None
         total, seen = 0.0, 0
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
+        bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=not bar_on,
                    leave=True, file=sys.stderr, dynamic_ncols=True)
         try:
-            for b, idx in enumerate(_batches(n, batch_size, order)):
+            for b, batch in enumerate(train.epoch(np.random.default_rng([base, epoch]))):
                 cbs.on_train_batch_begin(b)
-                xb, yb = data.batch(idx)
-                value, trace, masks = _train_step(model, xb, yb, params, grads)
+                value, trace, masks = _train_step(model, batch, params, grads)
                 if check and not math.isfinite(value):
                     raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch + 1}, "
                                              f"batch {b + 1}")
-                nb = xb[0].shape[0]
+                nb = batch[0][0].shape[0]
                 total += value * nb
                 seen += nb
-                _update_metrics(model, yb, trace.outputs, masks)
-                if verbose == 1 or cbs.has_batch_hooks:
-                    blogs = {"loss": total / seen, **{m.name: m.result() for m in metrics}}
-                    if verbose == 1:
+                _update_metrics(model, batch, trace.outputs, masks)
+                if bar_on or cbs.has_batch_hooks:
+                    blogs = _logs(total, seen, metrics)
+                    if bar_on:
                         bar.set_postfix(_postfix(blogs), refresh=False)
                         bar.update(1)
                     cbs.on_train_batch_end(b, blogs)
@@ -313,43 +465,49 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
                     break
         finally:
             bar.close()
-        logs = {"loss": total / max(seen, 1), **{m.name: m.result() for m in metrics}}
-        if val is not None:
-            vlogs = _evaluate_data(model, val, batch_size)
+        if seen == 0:
+            raise ValueError("x: the training data produced no batches in this epoch")
+        logs = _logs(total, seen, metrics)
+        if val is not None and (epoch + 1) % validation_freq == 0:
+            vlogs = _evaluate_source(model, val)
             logs.update({"val_" + k: v for k, v in vlogs.items()})
         cbs.on_epoch_end(epoch, logs)
-        if verbose == 2:
-            items = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.1f}s - {items}")
-        elif verbose == 1 and val is not None:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k.startswith("val_")),
-                  file=sys.stderr)
+        if verbose == 2 or (verbose == 1 and not bar_on):
+            print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.1f}s - {_line(logs)}", flush=True)
+        elif verbose == 1 and val is not None and any(k.startswith("val_") for k in logs):
+            print(_line({k: v for k, v in logs.items() if k.startswith("val_")}), file=sys.stderr)
         if model.stop_training:
             break
+    if ran:
+        # an optimizer with use_ema writes its moving averages into the weights (Keras)
+        model.optimizer.finalize_variable_values(params)
     cbs.on_train_end(logs)
     return history
 
 
-def _evaluate_data(model: Any, data: _Data, batch_size: int, verbose: int = 0) -> Dict[str, float]:
+def _evaluate_source(model: Any, source: DataSource, verbose: int = 0) -> Dict[str, Any]:
     metrics = model.compiled_metrics
     for m in metrics:
         m.reset_state()
-    n = data.n
-    total = 0.0
-    with tqdm(total=-(-n // batch_size), desc="Evaluate", unit="batch", disable=verbose != 1,
+    total, seen = 0.0, 0
+    with tqdm(total=source.steps, desc="Evaluate", unit="batch", disable=not (verbose == 1 and _interactive()),
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for idx in _batches(n, batch_size, None):
-            xb, yb = data.batch(idx)
-            trace = model.run(xb, training=False)
-            value, _, _, masks = _losses_and_grads(model, trace, yb, need_grad=False)
-            total += value * xb[0].shape[0]
-            _update_metrics(model, yb, trace.outputs, masks)
+        for batch in source.epoch(np.random.default_rng(0)):
+            trace = model.run(batch[0], training=False)
+            value, _, _, masks = _losses_and_grads(model, trace, batch[1], batch[2], need_grad=False)
+            nb = batch[0][0].shape[0]
+            total += value * nb
+            seen += nb
+            _update_metrics(model, batch, trace.outputs, masks)
             bar.update(1)
-    return {"loss": total / n, **{m.name: m.result() for m in metrics}}
+    if seen == 0:
+        raise ValueError("x: the evaluation data produced no batches")
+    return _logs(total, seen, metrics)
 
 
-def evaluate(model: Any, x: Any, y: Any, batch_size: int = 32, verbose: int = 0,
-             return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
+             sample_weight: Any = None, steps: Optional[int] = None, return_dict: bool = False
+             ) -> Union[float, List[float], Dict[str, Any]]:
     """See :meth:`rnnkit.models.Model.evaluate`.
 
     Shapes
@@ -358,7 +516,9 @@ def evaluate(model: Any, x: Any, y: Any, batch_size: int = 32, verbose: int = 0,
     """
     model.require_compiled("evaluate")
     _, batch_size, verbose = _check_args(1, batch_size, verbose)
-    logs = _evaluate_data(model, _prepare(model, x, y, ("x", "y"), model.check_finite), batch_size, verbose)
+    steps = _check_steps("steps", steps)
+    source = _source(model, x, y, sample_weight, None, batch_size, False, steps, model.check_finite)
+    logs = _evaluate_source(model, source, verbose)
     if return_dict:
         return logs
     if not model.compiled_metrics:
@@ -366,7 +526,8 @@ def evaluate(model: Any, x: Any, y: Any, batch_size: int = 32, verbose: int = 0,
     return list(logs.values())
 
 
-def predict(model: Any, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
+def predict(model: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
+            steps: Optional[int] = None) -> Any:
     """See :meth:`rnnkit.models.Model.predict`.
 
     Shapes
@@ -374,27 +535,60 @@ def predict(model: Any, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
     ``x``: ``[N, ...]`` per input -> ``[N, *output_shape]`` per output (C-contiguous arrays).
     """
     _, batch_size, verbose = _check_args(1, batch_size, verbose)
+    steps = _check_steps("steps", steps)
+    bar_on = verbose == 1 and _interactive()
+    if is_sequence_source(x) or is_iterable_source(x):
+        chunks: Optional[List[List[np.ndarray]]] = None
+        it = iter(x) if not is_sequence_source(x) else (x[i] for i in range(len(x)))
+        for i, b in enumerate(it):
+            if steps is not None and i >= steps:
+                break
+            xb = b[0] if isinstance(b, (tuple, list)) and len(b) in (2, 3) and len(model.inputs) == 1 else b
+            outs = model.run(model.prepare_inputs(xb, f"x (batch {i})"), training=False).outputs
+            if chunks is None:
+                chunks = [[] for _ in outs]
+            for c, o in zip(chunks, outs):
+                c.append(np.array(o, order="C"))
+        if chunks is None:
+            raise ValueError("x: the data produced no batches")
+        results = [np.concatenate(c, axis=0) for c in chunks]
+        return results[0] if len(results) == 1 else results
     xs = model.prepare_inputs(x, "x")
     if model.check_finite:
         for i, a in enumerate(xs):
             if a.dtype.kind == "f":
                 _check_finite_arr("x" if len(xs) == 1 else f"x[{i}]", a)
     n = xs[0].shape[0]
-    results: Optional[List[np.ndarray]] = None
-    with tqdm(total=-(-n // batch_size), desc="Predict", unit="batch", disable=verbose != 1,
+    res: Optional[List[np.ndarray]] = None
+    with tqdm(total=-(-n // batch_size), desc="Predict", unit="batch", disable=not bar_on,
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for idx in _batches(n, batch_size, None):
+        for s in range(0, n, batch_size):
+            idx = slice(s, min(s + batch_size, n))
             outs = model.run([a[idx] for a in xs], training=False).outputs
-            if results is None:
-                results = [np.empty((n,) + o.shape[1:], dtype=o.dtype) for o in outs]
-            for r, o in zip(results, outs):
+            if res is None:
+                res = [np.empty((n,) + o.shape[1:], dtype=o.dtype) for o in outs]
+            for r, o in zip(res, outs):
                 r[idx] = o
             bar.update(1)
-    assert results is not None
-    return results[0] if len(results) == 1 else results
+    assert res is not None
+    return res[0] if len(res) == 1 else res
 
 
-def train_on_batch(model: Any, x: Any, y: Any) -> Union[float, List[float]]:
+def _batch_logs(model: Any, value: float, batch: Batch, trace: Any, masks: List[Any],
+                return_dict: bool) -> Any:
+    for m in model.compiled_metrics:
+        m.reset_state()
+    _update_metrics(model, batch, trace.outputs, masks)
+    logs = _logs(value, 1, model.compiled_metrics)
+    if return_dict:
+        return logs
+    if not model.compiled_metrics:
+        return value
+    return list(logs.values())
+
+
+def train_on_batch(model: Any, x: Any, y: Any = None, sample_weight: Any = None, class_weight: Any = None,
+                   return_dict: bool = False) -> Any:
     """See :meth:`rnnkit.models.Model.train_on_batch`.
 
     Shapes
@@ -402,16 +596,37 @@ def train_on_batch(model: Any, x: Any, y: Any) -> Union[float, List[float]]:
     ``x``: ``[n, ...]``; ``y``: ``[n, ...]``; returns scalars.
     """
     model.require_compiled("train_on_batch")
-    data = _prepare(model, x, y, ("x", "y"), model.check_finite)
+    batch = _Checker(model, model.check_finite, class_weight, ("x", "y", "sample_weight"), 1, False).check(
+        x, y, sample_weight)
     params, grads = model.trainable_variables()
-    value, trace, masks = _train_step(model, data.xs, data.ys, params, grads)
+    value, trace, masks = _train_step(model, batch, params, grads)
     if model.check_finite and not math.isfinite(value):
         raise FloatingPointError(f"train_on_batch: the loss became {value}")
-    if not model.compiled_metrics:
-        return value
-    res = [value]
-    for m in model.compiled_metrics:
-        m.reset_state()
-    _update_metrics(model, data.ys, trace.outputs, masks)
-    res.extend(m.result() for m in model.compiled_metrics)
-    return res
+    return _batch_logs(model, value, batch, trace, masks, return_dict)
+
+
+def test_on_batch(model: Any, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False) -> Any:
+    """See :meth:`rnnkit.models.Model.test_on_batch`.
+
+    Shapes
+    ------
+    ``x``: ``[n, ...]``; ``y``: ``[n, ...]``; returns scalars.
+    """
+    model.require_compiled("test_on_batch")
+    batch = _Checker(model, model.check_finite, None, ("x", "y", "sample_weight"), 1, False).check(
+        x, y, sample_weight)
+    trace = model.run(batch[0], training=False)
+    value, _, _, masks = _losses_and_grads(model, trace, batch[1], batch[2], need_grad=False)
+    return _batch_logs(model, value, batch, trace, masks, return_dict)
+
+
+def predict_on_batch(model: Any, x: Any) -> Any:
+    """See :meth:`rnnkit.models.Model.predict_on_batch`.
+
+    Shapes
+    ------
+    ``x``: ``[n, ...]`` per input -> ``[n, *output_shape]`` per output.
+    """
+    outs = model.run(model.prepare_inputs(x, "x"), training=False).outputs
+    res = [np.array(o, order="C") for o in outs]
+    return res[0] if len(res) == 1 else res

@@ -353,71 +353,103 @@ class Model(LayerCollection):
                      metrics=config.get("metrics") or [], loss_weights=config.get("loss_weights"),
                      check_finite=bool(config.get("check_finite", False)))
 
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
-            validation_data: Optional[Tuple[Any, Any]] = None, shuffle: bool = True,
-            callbacks: Optional[Sequence[Callback]] = None, verbose: int = 1, seed: Optional[int] = None,
-            initial_epoch: int = 0, check_finite: Optional[bool] = None) -> History:
-        """Trains for ``epochs`` epochs of mini-batches; returns the :class:`History`.
+    def fit(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
+            verbose: Any = "auto", callbacks: Optional[Sequence[Callback]] = None,
+            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            class_weight: Optional[Dict[int, float]] = None, sample_weight: Any = None,
+            initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
+            validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
+            validation_freq: int = 1, *, seed: Optional[int] = None,
+            check_finite: Optional[bool] = None) -> History:
+        """Trains for ``epochs`` epochs of mini-batches; returns the :class:`History` (Keras 3's
+        arguments, in Keras's order).
 
         Per batch: forward (training mode), the losses and their gradients (w.r.t. the logits
-        when an output's activation and its loss fuse), backward, one optimizer step. Shows a
-        tqdm progress bar per epoch with the running loss and metrics when ``verbose=1``, one
-        line per epoch with ``verbose=2``, nothing with ``verbose=0``.
+        when an output's activation and its loss fuse), backward, one optimizer step. Progress:
+        ``verbose=1`` (or ``'auto'``) shows a tqdm bar per epoch on a terminal and one line per
+        epoch otherwise (a log file); ``verbose=2`` one line per epoch; 0 nothing.
 
         Parameters
         ----------
         x, y
-            Inputs and targets (see the module's Shapes).
+            Arrays (one per input / output: an array, a list or a dict by name), or ``x`` a
+            source of batches with ``y=None``: a generator or iterable of ``(x, y[,
+            sample_weight])`` batches, or a PyDataset-like object (``__len__``,
+            ``__getitem__``; see :mod:`rnnkit.utils`). A ragged list (sequences of different
+            lengths) raises a ValueError pointing to ``rnnkit.utils.pad_sequences``.
+        batch_size
+            Samples per update for arrays (default 32).
         epochs
             Number of epochs (counted from ``initial_epoch``).
-        batch_size
-            Samples per update.
-        validation_split
-            Fraction in [0, 1) of the samples, taken from the end before shuffling, used for
-            validation only (ignored when ``validation_data`` is given).
-        validation_data
-            ``(x_val, y_val)`` evaluated at the end of every epoch (``val_`` logs).
-        shuffle
-            Shuffle the training samples every epoch.
+        verbose
+            ``'auto'``, 0, 1 or 2 (see above).
         callbacks
             :class:`rnnkit.callbacks.Callback` instances.
-        verbose
-            0, 1 or 2 (see above).
+        validation_split
+            Fraction in [0, 1) of the samples, taken from the end before shuffling, used for
+            validation only (arrays only; ignored when ``validation_data`` is given).
+        validation_data
+            ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight)``, or a source of batches,
+            evaluated at the end of every ``validation_freq``-th epoch (``val_`` logs).
+        shuffle
+            Shuffle the training samples every epoch (arrays; a generator or dataset keeps its
+            order, as in Keras).
+        class_weight
+            ``{class: weight}``: each loss entry (sample, or time step of a sequence output) is
+            weighted by its label's class (one-output models).
+        sample_weight
+            Per-sample ``[N]`` or per-time-step ``[N, T]`` weights of the loss (times
+            ``class_weight``); one array for all outputs, or a list / dict per output.
+        initial_epoch
+            Epoch to start from (for resuming).
+        steps_per_epoch
+            Batches per epoch: required for a generator that never ends; with arrays, epochs of
+            that many batches continue through the (reshuffled) data.
+        validation_steps, validation_batch_size, validation_freq
+            Batches of validation data per evaluation (sources of batches), its batch size
+            (default ``batch_size``), and how often (every that many epochs).
         seed
             Seeds the shuffling and reseeds the layers' dropout generators, so two runs from the
             same weights give the same result.
-        initial_epoch
-            Epoch to start from (for resuming).
         check_finite
             Overrides the compile option of the same name.
 
         Shapes
         ------
-        ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output.
+        ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output; ``sample_weight``:
+        ``[N]`` or ``[N, T]``.
         """
         from rnnkit import training
 
-        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size,
-                            validation_split=validation_split, validation_data=validation_data,
-                            shuffle=shuffle, callbacks=callbacks, verbose=verbose, seed=seed,
-                            initial_epoch=initial_epoch, check_finite=check_finite)
+        return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                            callbacks=callbacks, validation_split=validation_split,
+                            validation_data=validation_data, shuffle=shuffle, class_weight=class_weight,
+                            sample_weight=sample_weight, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+                            seed=seed, check_finite=check_finite)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 32, verbose: int = 0,
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
+                 sample_weight: Any = None, steps: Optional[int] = None,
                  return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
         """The loss (and metrics) on ``(x, y)`` in inference mode: a float without metrics, else
-        ``[loss, *metrics]`` (a dict with ``return_dict``), like Keras.
+        ``[loss, *metrics]`` (a dict with ``return_dict``), like Keras. ``x`` may be a source of
+        batches (see :meth:`fit`), of which ``steps`` are used.
 
         Shapes
         ------
-        ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output.
+        ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output; ``sample_weight``:
+        ``[N]`` or ``[N, T]``.
         """
         from rnnkit import training
 
         return training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose,
-                                 return_dict=return_dict)
+                                 sample_weight=sample_weight, steps=steps, return_dict=return_dict)
 
-    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
-        """Outputs for ``x`` in inference mode, computed ``batch_size`` samples at a time.
+    def predict(self, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
+                steps: Optional[int] = None) -> Any:
+        """Outputs for ``x`` in inference mode, computed ``batch_size`` samples at a time; ``x``
+        may be a source of batches (their ``y`` ignored), of which ``steps`` are used.
 
         Shapes
         ------
@@ -425,9 +457,10 @@ class Model(LayerCollection):
         """
         from rnnkit import training
 
-        return training.predict(self, x, batch_size=batch_size, verbose=verbose)
+        return training.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps)
 
-    def train_on_batch(self, x: Any, y: Any) -> Union[float, List[float]]:
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None, class_weight: Any = None,
+                       return_dict: bool = False) -> Any:
         """One update on one batch; returns the loss (and the batch's metrics).
 
         Shapes
@@ -436,7 +469,30 @@ class Model(LayerCollection):
         """
         from rnnkit import training
 
-        return training.train_on_batch(self, x, y)
+        return training.train_on_batch(self, x, y, sample_weight=sample_weight, class_weight=class_weight,
+                                       return_dict=return_dict)
+
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False) -> Any:
+        """The loss (and metrics) of one batch in inference mode, no update.
+
+        Shapes
+        ------
+        ``x``: ``[n, ...]``; ``y``: ``[n, ...]``.
+        """
+        from rnnkit import training
+
+        return training.test_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """The outputs for one batch (no batching, no progress).
+
+        Shapes
+        ------
+        ``x``: ``[n, ...]`` per input -> ``[n, *output_shape]`` per output.
+        """
+        from rnnkit import training
+
+        return training.predict_on_batch(self, x)
 
     # ---- summary ------------------------------------------------------------------------------
     def summary(self, line_length: int = 80, print_fn: Optional[Callable[[str], None]] = None) -> None:
@@ -558,15 +614,19 @@ class Model(LayerCollection):
 
     def save(self, filepath: str, include_optimizer: bool = True) -> None:
         """Saves architecture, weights, compile config and optimizer state to one safetensors
-        file (see :mod:`rnnkit.serialization`); the write is atomic."""
+        file (see :mod:`rnnkit.serialization`); the write is atomic. Use a name ending in
+        ``.rnnkit`` or ``.safetensors`` (or no extension); Keras's ``.keras`` / ``.h5`` are
+        refused: those names promise another format."""
         from rnnkit import serialization
 
+        serialization.check_filename(filepath)
         serialization.save_model(self, filepath, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath: str) -> None:
         """Saves only the weights (safetensors, atomic write)."""
         from rnnkit import serialization
 
+        serialization.check_filename(filepath)
         serialization.save_weights(self, filepath)
 
     def load_weights(self, filepath: str) -> None:
@@ -607,8 +667,9 @@ def _as_array(name: str, v: Any) -> np.ndarray:
 def _per_output(what: str, value: Any, names: Optional[List[str]], n: int,
                 convert: Callable[[Any], Any]) -> List[Any]:
     """A compile argument spread over the outputs: one value for all, a list in output order or a
-    dict by output layer name (missing names get None)."""
-    if isinstance(value, dict):
+    dict by output layer name (missing names get None). A serialized object (a dict with
+    ``class_name``, as in a saved compile config) is one value, not a mapping."""
+    if isinstance(value, dict) and "class_name" not in value:
         if names is None:
             raise ValueError(f"{what}: a dict needs a built model (output names)")
         unknown = [k for k in value if k not in names]

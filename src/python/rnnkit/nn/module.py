@@ -104,6 +104,89 @@ def accumulate(p: Parameter, g: Optional[Array]) -> None:
             p.grad += g
 
 
+def _is_torch(obj: Any, type_name: str) -> bool:
+    """``obj`` is a ``torch.<type_name>`` (checked by name: torch is never imported here)."""
+    t = type(obj)
+    return t.__module__.split(".")[0] == "torch" and t.__name__ == type_name
+
+
+def _looks_like_dtype(obj: Any) -> bool:
+    """Whether ``Module.to`` reads a positional argument as a dtype (not a device or tensor)."""
+    if isinstance(obj, (np.dtype, type)) or _is_torch(obj, "dtype"):
+        return True
+    if isinstance(obj, str):
+        if obj.startswith("torch."):
+            return True
+        try:
+            np.dtype(obj)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
+def _looks_like_device(obj: Any) -> bool:
+    return isinstance(obj, str) or _is_torch(obj, "device") or (
+        isinstance(obj, (int, np.integer)) and not isinstance(obj, (bool, np.bool_)))
+
+
+def _parse_to_args(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Any]:
+    """``(device, dtype)`` from the argument forms of ``torch.nn.Module.to``."""
+    allowed = {"device", "dtype", "non_blocking"}
+    bad = sorted(set(kwargs) - allowed)
+    if bad:
+        raise TypeError(f"to(): unexpected keyword argument(s) {', '.join(map(repr, bad))}; "
+                        f"expected device, dtype, non_blocking")
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    non_blocking: Any = kwargs.get("non_blocking", False)
+    rest = list(args)
+    if rest:
+        first = rest.pop(0)
+        if _looks_like_dtype(first):
+            form = "to(dtype, non_blocking)"
+            if dtype is not None:
+                raise TypeError("to(): dtype given both positionally and as a keyword")
+            dtype = first
+        elif _looks_like_device(first):
+            form = "to(device, dtype, non_blocking)"
+            if device is not None:
+                raise TypeError("to(): device given both positionally and as a keyword")
+            device = first
+            if rest and not isinstance(rest[0], (bool, np.bool_)):
+                if dtype is not None:
+                    raise TypeError("to(): dtype given both positionally and as a keyword")
+                dtype = rest.pop(0)
+        elif hasattr(first, "dtype") and (isinstance(first, np.ndarray) or hasattr(first, "device")):
+            form = "to(tensor, non_blocking)"
+            dtype = first.dtype
+            if not isinstance(first, np.ndarray):
+                device = first.device
+        else:
+            raise TypeError(f"to(): expected a dtype, a device or an array/tensor as the first "
+                            f"argument, got {type(first).__name__}")
+        if len(rest) > 1:
+            raise TypeError(f"to(): too many positional arguments for {form}: got {len(args)}")
+        if rest:
+            non_blocking = rest[0]
+    check_bool("non_blocking", non_blocking)
+    return device, dtype
+
+
+def _check_cpu_device(device: Any) -> None:
+    """Accepts ``'cpu'``, ``'cpu:<n>'`` and ``torch.device('cpu')``; ``ValueError`` naming any
+    other device."""
+    if isinstance(device, (int, np.integer)) and not isinstance(device, (bool, np.bool_)):
+        raise ValueError(f"device: rnnkit runs on the CPU only (expected 'cpu'), got {int(device)} "
+                         f"(an accelerator index, as torch reads an int device)")
+    if isinstance(device, str) or _is_torch(device, "device"):
+        name = str(device).strip()
+        kind, _, index = name.partition(":")
+        if kind == "cpu" and (not index or index.isdigit()):
+            return
+        raise ValueError(f"device: rnnkit runs on the CPU only (expected 'cpu'), got {name!r}")
+    raise TypeError(f"device: expected a str such as 'cpu' or a torch.device, got {type(device).__name__}")
+
+
 def _addindent(s: str, n: int) -> str:
     lines = s.split("\n")
     return lines[0] if len(lines) == 1 else lines[0] + "\n" + "\n".join(" " * n + ln for ln in lines[1:])
@@ -430,9 +513,32 @@ class Module:
         """The dtype of the parameters (float32 or float64); inputs must have it."""
         return self._dtype
 
-    def to(self, dtype: DTypeLike) -> Module:
-        """Converts every parameter (and gradient) to ``dtype`` (float32 or float64) in place of
-        the arrays; forgets the last forward. Returns self."""
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """Casts the parameters, with ``torch.nn.Module.to``'s signatures; returns self.
+
+        - ``to(dtype)``: converts every parameter (and gradient) to ``dtype`` (float32 or
+          float64; NumPy types, their names, ``np.dtype`` or ``torch.float32``/``torch.float64``)
+          and forgets the last forward;
+        - ``to(device)`` / ``to(device=...)``: ``'cpu'``, ``'cpu:0'`` or ``torch.device('cpu')``
+          change nothing (rnnkit runs on the CPU); any other device (``'cuda'``, ``'cuda:1'``,
+          ``'mps'``, an accelerator index such as ``0``) raises ``ValueError`` naming it;
+        - ``to(device, dtype)`` / ``to(device=..., dtype=...)``: both;
+        - ``to(array_or_tensor)``: the dtype (and, for a tensor, the device) of that array.
+
+        ``non_blocking`` is accepted (as a keyword or after the dtype/tensor) and has no effect.
+
+        Raises
+        ------
+        ValueError
+            A device other than the CPU.
+        TypeError
+            A dtype other than float32/float64, or arguments that match none of the forms.
+        """
+        device, dtype = _parse_to_args(args, kwargs)
+        if device is not None:
+            _check_cpu_device(device)
+        if dtype is None:
+            return self
         dt = as_float_dtype("dtype", dtype)
         for m in self.modules():
             for p in m._parameters.values():
