@@ -288,3 +288,78 @@ def test_config_round_trip_keeps_activations():
     again = LSTM.from_config(cfg)
     assert again.activation.name == "relu" and again.recurrent_activation.name == "hard_sigmoid"
     assert SimpleRNN(2, activation=None).activation.name == "linear"
+
+
+# ---------------------------------------------------------------------------------------------
+# the GRU with the reset gate before the product (reset_after=False), in the fused kernel
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plan", ["serial", "rows", "columns"])
+def test_gru_v1_recurrent_dropout_gradients_on_each_plan(plan, restore_threads):
+    """Finite differences with a fixed recurrent dropout mask, masks with holes and reverse, on
+    each way of sharing the time loop (H = 32, N = 8: both parallel plans split it)."""
+    rnnkit.set_num_threads(2)
+    rnnkit._core._set_loop_plan(plan)
+    try:
+        rng = np.random.default_rng(5)
+        T, N, C, H = 4, 8, 3, 32
+        x = rng.standard_normal((T, N, C))
+        h0 = rng.standard_normal((N, H)) * 0.5
+        p = _params(rng, "gru_v1", C, H, 0.3)
+        rd = (rng.random((N, H)) < 0.7) / 0.7
+        kw = dict(mask=mask_with_holes(T, N), reverse=True, zero_output=True, rd=rd)
+        wy, wh = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
+        run = _recurrent.forward("gru_v1", x, p, [h0], **kw)
+        dx, (dh0,), grads = _recurrent.backward("gru_v1", run.cache, wy, [wh])
+
+        def loss():
+            r = _recurrent.forward("gru_v1", x, p, [h0], **kw)
+            return float(np.sum(r.y * wy) + np.sum(r.finals[0] * wh))
+
+        for name, arr, g in (("x", x, dx), ("h0", h0, dh0), ("w_ih", p["w_ih"], grads["w_ih"]),
+                             ("w_hh", p["w_hh"], grads["w_hh"]), ("b_ih", p["b_ih"], grads["b_ih"])):
+            err = rel_err(g, numerical_grad(loss, arr, 1e-6))
+            assert err < GRAD_TOL, f"{plan}: d{name} relative error {err:.2e}"
+        assert "b_hh" not in grads
+    finally:
+        rnnkit._core._set_loop_plan("auto")
+
+
+def test_gru_v1_stream_matches_whole_sequence_and_refuses_b_hh():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 2, 3)).astype(np.float32)
+    p = {k: (None if v is None else v.astype(np.float32)) for k, v in _params(rng, "gru_v1", 3, 9, 0.5).items()}
+    y, _, _ = _forward("gru_v1", x, None, None, p, "tanh", "sigmoid")
+    s = streaming.GRUStream(p["w_ih"], p["w_hh"], p["b_ih"], batch_size=2, reset_after=False)
+    got = np.stack([s.step(x[t]) for t in range(2)] + list(s.run(x[2:])))
+    np.testing.assert_allclose(got, y, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="b_hh: the GRU with reset_after=False has no recurrent bias"):
+        streaming.GRUStream(p["w_ih"], p["w_hh"], p["b_ih"], p["b_ih"], reset_after=False)
+    with pytest.raises(ValueError, match="b_hh: the GRU with reset_after=False has no recurrent bias"):
+        F.gru_forward(x, None, p["w_ih"], p["w_hh"], p["b_ih"], p["b_ih"], reset_after=False)
+
+
+def test_gru_v1_runs_without_python_per_step():
+    """The whole sequence is one kernel call: the number of Python function calls of a forward
+    and backward does not grow with T (the NumPy loop it replaces made ~3 per step)."""
+    import sys
+
+    def calls(T):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((T, 4, 3)).astype(np.float32)
+        p = {k: (None if v is None else v.astype(np.float32)) for k, v in _params(rng, "gru_v1", 3, 8, 0.5).items()}
+        n = 0
+
+        def prof(frame, event, arg):
+            nonlocal n
+            if event == "call":
+                n += 1
+        sys.setprofile(prof)
+        try:
+            run = _recurrent.forward("gru_v1", x, p, [None])
+            _recurrent.backward("gru_v1", run.cache, np.ones_like(run.y))
+        finally:
+            sys.setprofile(None)
+        return n
+
+    assert calls(400) == calls(50)

@@ -256,8 +256,11 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
 template <typename T>
 py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
                       const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse,
-                      bool zero_masked, const std::string& act, const std::string& rec) {
+                      bool zero_masked, const std::string& act, const std::string& rec,
+                      bool reset_after) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
+  rnnkit::require(reset_after || !b_hh,
+                  "b_hh: the GRU with reset_after=False has no recurrent bias, expected None");
   check_opt(h0, {d.N, d.H}, "h0");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
@@ -271,8 +274,13 @@ py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
   {
     py::gil_scoped_release nogil;
     rnnkit::Mat<T> gh(d.N, 3 * d.H);
-    completed = rnnkit::gru_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
-                           {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, gh.data());
+    // hn holds W_hn h + b_hn (reset_after) or r ⊙ h̃ (reset_after=False), what backward needs
+    completed = reset_after
+        ? rnnkit::gru_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
+                                 {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, gh.data())
+        : rnnkit::gru_v1_forward<T>(d, x.data(), ptr(h0), w, opt, y.mutable_data(),
+                                    {S.mutable_data(), gates.mutable_data(), hn.mutable_data()},
+                                    gh.data());
   }
   call.finish(completed);
   return py::make_tuple(y, S, gates, hn);
@@ -282,7 +290,7 @@ template <typename T>
 py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
                        const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
-                       const std::string& act, const std::string& rec) {
+                       const std::string& act, const std::string& rec, bool reset_after) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
@@ -297,21 +305,30 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   auto dw_ih = empty<T>({3 * d.H, d.C});
   auto dw_hh = empty<T>({3 * d.H, d.H});
   auto db_ih = empty<T>({3 * d.H});
-  auto db_hh = empty<T>({3 * d.H});
+  auto db_hh = reset_after ? empty<T>({3 * d.H}) : Arr<T>();
   auto dGx = empty<T>({d.T * d.N, 3 * d.H});  // workspaces
-  auto dGh = empty<T>({d.T * d.N, 3 * d.H});
+  auto dGh = reset_after ? empty<T>({d.T * d.N, 3 * d.H}) : Arr<T>();
+  T* dxp = need_dx ? dx.mutable_data() : nullptr;
   KernelCall call;
   bool completed;
   {
     py::gil_scoped_release nogil;
-    completed = rnnkit::gru_backward<T>(d, x.data(), w, opt,
-                            {S.mutable_data(), gates.mutable_data(), hn.mutable_data()}, dy.data(),
-                            ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
-                            dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
-                            db_hh.mutable_data());
+    completed = reset_after
+        ? rnnkit::gru_backward<T>(d, x.data(), w, opt,
+                                  {S.mutable_data(), gates.mutable_data(), hn.mutable_data()},
+                                  dy.data(), ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), dxp,
+                                  dh0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
+                                  db_ih.mutable_data(), db_hh.mutable_data())
+        : rnnkit::gru_v1_backward<T>(d, x.data(), w, opt,
+                                     {S.mutable_data(), gates.mutable_data(), hn.mutable_data()},
+                                     dy.data(), ptr(dh_n), dGx.mutable_data(), dxp,
+                                     dh0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
+                                     db_ih.mutable_data());
   }
   call.finish(completed);
-  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db_ih, db_hh);
+  // reset_after=False: there is no recurrent bias, so no db_hh
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db_ih,
+                        reset_after ? py::object(db_hh) : py::none());
 }
 
 // ----------------------------------- Elman RNN ------------------------------------------------
@@ -419,11 +436,14 @@ void def_stream(py::module_& m, const char* name) {
       .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
                        const std::string& act, const std::string& rec) {
-             const rnnkit::CellKind k = kind == "LSTM" ? rnnkit::CellKind::LSTM
-                                        : kind == "GRU" ? rnnkit::CellKind::GRU
-                                                        : rnnkit::CellKind::RNN;
-             rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "RNN",
-                             "kind: expected 'RNN', 'LSTM' or 'GRU', got '" + kind + "'");
+             const rnnkit::CellKind k = kind == "LSTM"     ? rnnkit::CellKind::LSTM
+                                        : kind == "GRU"    ? rnnkit::CellKind::GRU
+                                        : kind == "GRU_V1" ? rnnkit::CellKind::GRUv1
+                                                           : rnnkit::CellKind::RNN;
+             rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "GRU_V1" || kind == "RNN",
+                             "kind: expected 'RNN', 'LSTM', 'GRU' or 'GRU_V1', got '" + kind + "'");
+             rnnkit::require(k != rnnkit::CellKind::GRUv1 || !b_hh,
+                             "b_hh: the GRU with reset_after=False has no recurrent bias, expected None");
              rnnkit::require(x_dims_ok(w_ih), "w_ih: expected 2 dimensions");
              rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions");
              const Index G = rnnkit::gates_of(k);
@@ -569,12 +589,12 @@ void def_kernels(py::module_& m) {
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
-        py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true);
   m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true);
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),

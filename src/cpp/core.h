@@ -461,7 +461,8 @@ struct StepShare {
   Range gemm_rows;  // rows of the recurrent product: `rows` by rows, all N by columns
   Range cols;       // columns of the recurrent product: all by rows, a slice by columns
   bool by_rows;
-  int tid;  // this thread's number in the team
+  int tid;   // this thread's number in the team
+  int team;  // the team's size
   StopSignal* stop;
   // Between the two phases of a step: every thread waits for the others, unless they own rows.
   void sync() const {
@@ -485,8 +486,8 @@ struct StepShare {
 inline StepShare step_share(const LoopPlan& plan, Index N, Index cols, int tid, int team,
                             StopSignal* stop) {
   const Range rows = split(N, tid, team, 1);
-  if (plan.by_rows) return {rows, rows, {0, cols}, true, tid, stop};
-  return {rows, {0, N}, split(cols, tid, team), false, tid, stop};
+  if (plan.by_rows) return {rows, rows, {0, cols}, true, tid, team, stop};
+  return {rows, {0, N}, split(cols, tid, team), false, tid, team, stop};
 }
 
 // Flush-to-zero / denormals-are-zero on the calling thread for the guard's lifetime, so that
@@ -616,6 +617,9 @@ struct Weights {
   // w_hh^T: [H, G*H], all columns; with them a call packs nothing and runs on one thread
   const PackedB<T>* packed_ih = nullptr;
   const PackedB<T>* packed_hh = nullptr;
+  // the GRU with the reset gate before the product (gru_v1_*): packed_hh holds w_hh's r, z rows
+  // only (w_rz^T: [H, 2H]) and packed_hn its n rows (w_hn^T: [H, H])
+  const PackedB<T>* packed_hn = nullptr;
 };
 
 // Sequence options shared by every cell.

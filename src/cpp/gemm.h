@@ -428,6 +428,36 @@ inline void column_sums(const T* G, Index rows, Index GH, T* db) {
   });
 }
 
+// A weight gradient over all rows of a sequence, one GEMM in interruptible pieces of rows:
+//   dW: [M, K] = dG^T · A      dG: [rows, M] (row stride ldg, e.g. some gate columns of a wider
+//   gradient), A: [rows, K]      ([M, rows] x [rows, K], the pieces accumulating)
+// Returns false when an interrupt stopped it early.
+template <typename T>
+inline bool weight_grad(Index rows, Index M, const T* dG, Index ldg, const T* A, Index K, T* dW) {
+  return for_row_chunks(rows, 2.0 * double(M) * double(K), double(sizeof(T) * (M + K)),
+                        [&](Index r0, Index r1) {
+    gemm_parallel<T>(
+        M, K, r1 - r0, dG + r0 * ldg, ldg, true,
+        [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(A + r0 * K, r1 - r0, K, c0, c1); },
+        dW, K, /*accumulate=*/r0 > 0);
+  });
+}
+
+// The input gradient of a sequence, one GEMM in interruptible pieces of rows:
+//   dx: [T*N, C] = dGx: [T*N, GH] · w_ih: [GH, C]      (nothing when dx is null)
+// Returns false when an interrupt stopped it early.
+template <typename T>
+inline bool input_grad(const Dims& d, Index GH, const T* dGx, const T* w_ih, T* dx) {
+  if (!dx) return true;
+  return for_row_chunks(d.T * d.N, 2.0 * double(GH) * double(d.C), double(sizeof(T) * (GH + d.C)),
+                        [&](Index r0, Index r1) {
+    gemm_parallel<T>(
+        r1 - r0, d.C, GH, dGx + r0 * GH, GH, false,
+        [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); },
+        dx + r0 * d.C, d.C, false);
+  });
+}
+
 // The gradients that come from single GEMMs after the backward loop (each one product over all
 // T*N rows, run in interruptible pieces of rows that accumulate).
 //   dGx: [T*N, GH] gradient of the input pre-activations, dGh: [T*N, GH] of the recurrent ones
@@ -441,26 +471,11 @@ inline bool weight_gradients(const Dims& d, Index GH, const T* dGx, const T* dGh
                              T* db_hh) {
   const Index rows = d.T * d.N;
   // dx = dGx · w_ih                  [T*N, GH] x [GH, C]      (skipped when dx is null)
-  if (dx && !for_row_chunks(rows, 2.0 * double(GH) * double(d.C), double(sizeof(T) * (GH + d.C)),
-                            [&](Index r0, Index r1) {
-        gemm_parallel<T>(
-            r1 - r0, d.C, GH, dGx + r0 * GH, GH, false,
-            [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(w_ih, GH, d.C, c0, c1); },
-            dx + r0 * d.C, d.C, false);
-      }))
-    return false;
-  // dW: [GH, K] = dG^T · A   ([GH, T*N] x [T*N, K]), summed over the pieces of rows
-  auto weight_grad = [&](const T* dG, const T* A, Index K, T* dW) {
-    return for_row_chunks(rows, 2.0 * double(GH) * double(K), double(sizeof(T) * (GH + K)),
-                          [&](Index r0, Index r1) {
-      gemm_parallel<T>(
-          GH, K, r1 - r0, dG + r0 * GH, GH, true,
-          [&](PackedB<T>& B, Index c0, Index c1) { B.pack_plain(A + r0 * K, r1 - r0, K, c0, c1); },
-          dW, K, /*accumulate=*/r0 > 0);
-    });
-  };
+  if (!input_grad(d, GH, dGx, w_ih, dx)) return false;
   // dw_ih = dGx^T · x;  dw_hh = dGh^T · hprev
-  if (!weight_grad(dGx, x, d.C, dw_ih) || !weight_grad(dGh, hprev, d.H, dw_hh)) return false;
+  if (!weight_grad(rows, GH, dGx, GH, x, d.C, dw_ih) ||
+      !weight_grad(rows, GH, dGh, GH, hprev, d.H, dw_hh))
+    return false;
   // db = sum over all T*N rows
   if (db_ih) column_sums(dGx, rows, GH, db_ih);
   if (db_hh) column_sums(dGh, rows, GH, db_hh);

@@ -14,9 +14,12 @@
 
 namespace rnnkit {
 
-enum class CellKind { RNN, LSTM, GRU };
+// GRUv1: the GRU with the reset gate before the recurrent product (Keras reset_after=False).
+enum class CellKind { RNN, LSTM, GRU, GRUv1 };
 
-inline Index gates_of(CellKind k) { return k == CellKind::LSTM ? 4 : k == CellKind::GRU ? 3 : 1; }
+inline Index gates_of(CellKind k) {
+  return k == CellKind::LSTM ? 4 : (k == CellKind::GRU || k == CellKind::GRUv1) ? 3 : 1;
+}
 
 template <typename T>
 class Stream {
@@ -31,12 +34,20 @@ class Stream {
         b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
         b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
         h_(Mat<T>::Zero(N, H)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
-        gh_(new T[kind == CellKind::GRU ? N * G_ : 0]) {
+        gh_(new T[(kind == CellKind::GRU || kind == CellKind::GRUv1) ? N * G_ : 0]) {
     // both weight matrices packed once, for every later call
     packed_ih_.reserve(C, G_);
     packed_ih_.pack_transposed(w_ih_.data(), C, 0, G_);
-    packed_hh_.reserve(H, G_);
-    packed_hh_.pack_transposed(w_hh_.data(), H, 0, G_);
+    if (kind == CellKind::GRUv1) {
+      // two products per step: w_rz^T: [H, 2H] and w_hn^T: [H, H]
+      packed_hh_.reserve(H, 2 * H);
+      packed_hh_.pack_transposed(w_hh_.data(), H, 0, 2 * H);
+      packed_hn_.reserve(H, H);
+      packed_hn_.pack_transposed(w_hh_.data() + 2 * H * H, H, 0, H);
+    } else {
+      packed_hh_.reserve(H, G_);
+      packed_hh_.pack_transposed(w_hh_.data(), H, 0, G_);
+    }
     if (kind != CellKind::GRU && b_ih_.size() && b_hh_.size()) {
       // RNN and LSTM add both biases to the input projection: fold them into one
       b_ih_ += b_hh_;
@@ -76,7 +87,8 @@ class Stream {
     reserve(steps);
     const Dims d{steps, N_, C_, H_};
     const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
-                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_};
+                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_,
+                       kind_ == CellKind::GRUv1 ? &packed_hn_ : nullptr};
     SeqOptions opt{};
     opt.acts = acts_;
     const Index NH = N_ * H_;
@@ -92,6 +104,10 @@ class Stream {
       case CellKind::GRU:
         completed = gru_forward<T>(d, x, h_.data(), w, opt, y,
                                    {S_.get(), gates_.get(), hn_.get()}, gh_.get());
+        break;
+      case CellKind::GRUv1:
+        completed = gru_v1_forward<T>(d, x, h_.data(), w, opt, y,
+                                      {S_.get(), gates_.get(), hn_.get()}, gh_.get());
         break;
       case CellKind::RNN:
         completed = rnn_forward<T>(d, x, h_.data(), w, opt, y, S_.get());
@@ -112,7 +128,7 @@ class Stream {
     S_.reset(new T[(steps + 1) * NH]);
     gates_.reset(new T[steps * N_ * G_]);
     if (kind_ == CellKind::LSTM) Cs_.reset(new T[(steps + 1) * NH]);
-    if (kind_ == CellKind::GRU) hn_.reset(new T[steps * NH]);
+    if (kind_ == CellKind::GRU || kind_ == CellKind::GRUv1) hn_.reset(new T[steps * NH]);
     cap_ = steps;
   }
 
@@ -122,7 +138,7 @@ class Stream {
   Mat<T> w_ih_, w_hh_;
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
-  PackedB<T> packed_ih_, packed_hh_;
+  PackedB<T> packed_ih_, packed_hh_, packed_hn_;
   std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_;  // workspaces (see reserve)
   Index cap_ = 0;
   mutable std::mutex mu_;

@@ -39,13 +39,16 @@ def lstm_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[A
 # -> y: [T, N, H], S: [T+1, N, H], gates: [T, N, 3H], hn: [T, N, H]
 def gru_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array],
                 b_hh: Optional[Array], mask: Mask, rd: Optional[Array], reverse: bool,
-                zero_masked: bool, activation: str = "tanh",
-                recurrent_activation: str = "sigmoid") -> Tuple[Array, Array, Array, Array]: ...
-# -> dx: [T, N, C] or None, dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh: [3H]
+                zero_masked: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                reset_after: bool = True) -> Tuple[Array, Array, Array, Array]: ...
+# hn: W_hn h + b_hn (reset_after) or r ⊙ h̃ (reset_after=False, then b_hh must be None)
+# -> dx: [T, N, C] or None, dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih: [3H],
+#    db_hh: [3H] (None when reset_after=False)
 def gru_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Array], reverse: bool,
                  zero_masked: bool, S: Array, gates: Array, hn: Array, dy: Array, dh_n: Optional[Array],
-                 need_dx: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid"
-                 ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+                 need_dx: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 reset_after: bool = True
+                 ) -> Tuple[Optional[Array], Array, Array, Array, Array, Optional[Array]]: ...
 
 # x: [..., K] -> [..., K] / [...]
 def softmax_rows(x: Array) -> Array: ...
@@ -58,7 +61,8 @@ def adam_update(var: Array, grad: Array, m: Array, v: Array, v_hat: Optional[Arr
                 b1: float, b2: float, eps: float) -> None: ...
 
 class _Stream:
-    """Streaming inference of one cell: weights packed once, state carried in C++."""
+    """Streaming inference of one cell: weights packed once, state carried in C++.
+    kind: 'RNN' | 'LSTM' | 'GRU' | 'GRU_V1' (reset_after=False)."""
     def __init__(self, kind: str, w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
                  batch_size: int, activation: str = "tanh",
                  recurrent_activation: str = "sigmoid") -> None: ...

@@ -32,7 +32,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnkit import functional as F
-from rnnkit._gru_v1 import gru_v1_backward, gru_v1_forward
 
 __all__ = ["CELLS", "n_states", "gates", "forward", "backward", "Run", "dropout_mask",
            "MERGE_MODES", "merge", "merge_backward", "stack_forward", "stack_backward"]
@@ -92,14 +91,12 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
         o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw,
                            **acts)
         return Run(o.y, [o.h_n, o.c_n], o.cache)
-    if cell == "gru":
-        o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw, **acts)
+    if cell in ("gru", "gru_v1"):
+        o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw, **acts,
+                          reset_after=cell == "gru")
     elif cell == "rnn":
         o = F.rnn_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
                           nonlinearity=activation, **kw)
-    elif cell == "gru_v1":
-        xc = np.ascontiguousarray(x)
-        o = gru_v1_forward(xc, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), **kw, **acts)
     else:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
     return Run(o.y, [o.h_n], o.cache)
@@ -122,18 +119,12 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
     if cell == "lstm":
         g = F.lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
         d_init = [g.dh0, g.dc0]
-    elif cell == "gru":
+    elif cell in ("gru", "gru_v1"):
         g = F.gru_backward(cache, dy, d[0], need_dx=need_dx)
         d_init = [g.dh0]
     elif cell == "rnn":
         g = F.rnn_backward(cache, dy, d[0], need_dx=need_dx)
         d_init = [g.dh0]
-    elif cell == "gru_v1":
-        g = gru_v1_backward(cache, np.ascontiguousarray(dy), d[0])
-        grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}
-        if g.db_ih is not None:
-            grads["b_ih"] = g.db_ih
-        return (g.dx if need_dx else None), [g.dh0], grads
     else:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
     grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh}

@@ -97,9 +97,10 @@ class LSTMCache(_CacheBase):
 class GRUCache(_CacheBase):
     """What :func:`gru_backward` needs from :func:`gru_forward`."""
     gates: Array = None      # [T, N, 3H] activated r, z, n
-    hn: Array = None         # [T, N, H] W_hn h + b_hn
+    hn: Array = None         # [T, N, H] W_hn h + b_hn (reset_after) or r ⊙ h̃ (reset_after=False)
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
+    reset_after: bool = True
 
 
 class RNNOutput(NamedTuple):
@@ -237,6 +238,8 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
         _cache_array("c_states", cache.c_states, dt, (T + 1, N, H))
         _cache_array("gates", cache.gates, dt, (T, N, 4 * H))
     if isinstance(cache, GRUCache):
+        if not isinstance(cache.reset_after, bool):
+            raise ValueError(f"cache.reset_after: expected a bool, got {cache.reset_after!r:.80}")
         _cache_array("gates", cache.gates, dt, (T, N, 3 * H))
         _cache_array("hn", cache.hn, dt, (T, N, H))
 
@@ -387,13 +390,23 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
                 zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
-                activation: str = "tanh", recurrent_activation: str = "sigmoid") -> GRUOutput:
-    r"""GRU over a whole sequence in PyTorch's form (gate order r, z, n; Keras ``reset_after=True``).
+                activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                reset_after: bool = True) -> GRUOutput:
+    r"""GRU over a whole sequence, gate order r, z, n. With ``reset_after=True`` (PyTorch's form,
+    Keras 3's default) the reset gate multiplies the recurrent product:
 
     .. math::
         r, z = \sigma(W_{i\cdot} x_t + b_{i\cdot} + W_{h\cdot} h_{t-1} + b_{h\cdot})\\
         n = \phi(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})),\qquad
         h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    With ``reset_after=False`` (Keras 2's default, the original form) it multiplies the state
+    before the product, and there is no recurrent bias (``b_hh`` must be None):
+
+    .. math::
+        n = \phi(W_{in} x_t + b_{in} + W_{hn} (r \odot h_{t-1}))
+
+    Both run in the fused kernels (the second with two recurrent products per step).
 
     :math:`\phi` is ``activation`` (``'tanh'``, ``'relu'``, ``'linear'``) and :math:`\sigma`
     ``recurrent_activation`` (``'sigmoid'``, ``'hard_sigmoid'``), all in the fused kernels.
@@ -411,12 +424,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask,
                   recurrent_dropout_mask)
     check_cell_activations(activation, recurrent_activation)
+    if not reset_after and a.b_hh is not None:
+        raise ValueError("b_hh: the GRU with reset_after=False has no recurrent bias, expected None")
     y, S, gates, hn = _core.gru_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask,
                                         a.rd, bool(reverse), bool(zero_output_for_mask),
-                                        activation, recurrent_activation)
+                                        activation, recurrent_activation, bool(reset_after))
     cache = GRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
                      bool(reverse), bool(zero_output_for_mask), S, a.rd, gates, hn, activation,
-                     recurrent_activation)
+                     recurrent_activation, bool(reset_after))
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
 
@@ -437,5 +452,5 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx), cache.activation,
-        cache.recurrent_activation)
+        cache.recurrent_activation, cache.reset_after)
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))

@@ -36,11 +36,15 @@ class _Stream:
     _kind = ""
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
-                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 kind: Optional[str] = None) -> None:
         batch_size = check_positive_int("batch_size", batch_size)
         check_cell_activations(activation, recurrent_activation)
+        kind = kind or self._kind
         G = _GATES[self._kind]
         w_ih, w_hh, b_ih, b_hh = recurrent_weights(G, self._kind, w_ih, w_hh, b_ih, b_hh)
+        if kind == "GRU_V1" and b_hh is not None:
+            raise ValueError("b_hh: the GRU with reset_after=False has no recurrent bias, expected None")
         dt, H = w_hh.dtype, w_hh.shape[1]
         # the state and one-step workspaces, about N * H * (2G + 4) items, checked before C++
         # allocates anything
@@ -48,7 +52,7 @@ class _Stream:
                           float(batch_size) * H * (2 * G + 4) * dt.itemsize,
                           f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
-        self._impl = impl_cls(self._kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
+        self._impl = impl_cls(kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
                               recurrent_activation)
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
@@ -116,13 +120,17 @@ class LSTMStream(_Stream):
 
 
 class GRUStream(_Stream):
-    """Streaming GRU (PyTorch's form, gate order r, z, n). See the module documentation."""
+    """Streaming GRU, gate order r, z, n: PyTorch's form (``reset_after=True``), or with the reset
+    gate before the recurrent product and no ``b_hh`` (``reset_after=False``, Keras 2's form).
+    See the module documentation."""
     _kind = "GRU"
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
-                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 reset_after: bool = True) -> None:
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
-                         recurrent_activation=recurrent_activation)
+                         recurrent_activation=recurrent_activation,
+                         kind="GRU" if reset_after else "GRU_V1")
 
 
 class StackedStream:
