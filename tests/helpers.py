@@ -76,6 +76,8 @@ def run_backward(cell: str, cache, dy, dh_n=None, dc_n=None) -> Dict[str, Option
     """Calls the right backward; returns a dict dx, dh0, [dc0,] dw_ih, dw_hh, db_ih, db_hh."""
     if cell == "lstm":
         g = F.lstm_backward(cache, dy, dh_n, dc_n)
+        assert g.dw_hr is None  # no projection here
+        g = g[:7]
         names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
     elif cell == "gru":
         g = F.gru_backward(cache, dy, dh_n)

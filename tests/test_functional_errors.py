@@ -413,6 +413,9 @@ def test_non_contiguous_grads_give_same_results(kind):
     g1 = BACKWARD[kind](cache, dy, dh)
     g2 = BACKWARD[kind](cache, np.asfortranarray(dy), np.ascontiguousarray(dh.T).T)
     for u, v in zip(g1, g2):
+        if u is None:  # a gradient that does not exist (dw_hr without a projection)
+            assert v is None
+            continue
         np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-15)
 
 

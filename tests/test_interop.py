@@ -386,7 +386,5 @@ def test_module_conversions(kind, kw):
 
 def test_from_torch_module_errors():
     torch = _torch()
-    with pytest.raises(ValueError, match="module: LSTM with proj_size=2 is not supported"):
-        interop.from_torch_module(torch.nn.LSTM(C, U, proj_size=2))
     with pytest.raises(TypeError, match="module: expected a torch.nn.RNN, LSTM or GRU, got Linear"):
         interop.from_torch_module(torch.nn.Linear(2, 2))

@@ -471,7 +471,7 @@ def test_forward_and_backward_input_errors():
     y, (h_n, c_n) = m(x)
     with pytest.raises(ValueError, match=r"d_output: expected shape \(4, 3, 12\) = the output's shape, got \(4, 3, 6\)"):
         m.backward(np.zeros((4, 3, H), np.float32))
-    with pytest.raises(ValueError, match=r"d_cn: expected shape \(4, 3, 6\) = the shape of h_n, got \(4, 6\)"):
+    with pytest.raises(ValueError, match=r"d_cn: expected shape \(4, 3, 6\) = the shape of c_n, got \(4, 6\)"):
         m.backward(y, None, np.zeros((4, H), np.float32))
     with pytest.raises(TypeError, match=r"d_output: expected dtype float32 \(the module's dtype\), got float64"):
         m.backward(y.astype(np.float64))

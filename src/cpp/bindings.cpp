@@ -83,17 +83,22 @@ void check_opt(const OptArr<T>& a, const std::vector<Index>& want, const char* n
 }
 
 // Sizes from x: [T, N, C] and w_hh: [G*H, H]; checks every weight against them.
+// The sizes of a call, checked: x: [T, N, C], w_ih: [G*H, C], w_hh: [G*H, Hs], biases [G*H];
+// Hs = H, or P with an LSTM projection w_hr: [P, H].
 template <typename T>
 rnnkit::Dims dims_of(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
-                     const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index G) {
+                     const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index G,
+                     const OptArr<T>& w_hr = std::nullopt) {
   rnnkit::require(x.ndim() == 3, "x: expected 3 dimensions [T, N, C], got " +
                                      std::to_string(x.ndim()));
   rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions [G*H, H]");
+  rnnkit::require(!w_hr || w_hr->ndim() == 2, "w_hr: expected 2 dimensions [P, H]");
   check_aligned(x, "x");
-  rnnkit::Dims d{x.shape(0), x.shape(1), x.shape(2), w_hh.shape(1)};
-  rnnkit::require(d.T > 0 && d.N > 0 && d.C > 0 && d.H > 0,
+  rnnkit::Dims d{x.shape(0), x.shape(1), x.shape(2), w_hr ? w_hr->shape(1) : w_hh.shape(1),
+                 w_hr ? w_hr->shape(0) : 0};
+  rnnkit::require(d.T > 0 && d.N > 0 && d.C > 0 && d.H > 0 && (!w_hr || d.P > 0),
                   "x and w_hh: every size (T, N, C, H) must be at least 1");
-  check_shape(w_hh, {G * d.H, d.H}, "w_hh");
+  check_shape(w_hh, {G * d.H, d.state()}, "w_hh");
   check_shape(w_ih, {G * d.H, d.C}, "w_ih");
   check_opt(b_ih, {G * d.H}, "b_ih");
   check_opt(b_hh, {G * d.H}, "b_hh");
@@ -193,62 +198,75 @@ template <typename T>
 py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
                        const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
                        const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
-                       const std::string& act, const std::string& rec) {
-  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4);
-  check_opt(h0, {d.N, d.H}, "h0");
+                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4, w_hr);
+  const Index Hs = d.state();
+  check_opt(h0, {d.N, Hs}, "h0");
   check_opt(c0, {d.N, d.H}, "c0");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
-  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
-  auto y = empty<T>({d.T, d.N, d.H});
-  auto S = empty<T>({d.T + 1, d.N, d.H});
+  check_opt(rd, {d.N, Hs}, "recurrent_dropout_mask");
+  rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
+  w.w_hr = ptr(w_hr);
+  auto y = empty<T>({d.T, d.N, Hs});
+  auto S = empty<T>({d.T + 1, d.N, Hs});
   auto Cs = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 4 * d.H});
+  auto M = d.P ? empty<T>({d.T, d.N, d.H}) : Arr<T>();  // o ⊙ φ(c) before the projection
   KernelCall call;
   bool completed;
   {
     py::gil_scoped_release nogil;
-    completed = rnnkit::lstm_forward<T>(d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
-                            {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()});
+    completed = rnnkit::lstm_forward<T>(
+        d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M.mutable_data() : nullptr});
   }
   call.finish(completed);
-  return py::make_tuple(y, S, Cs, gates);
+  return py::make_tuple(y, S, Cs, gates, d.P ? py::object(M) : py::none());
 }
 
 template <typename T>
 py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                         bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
                         const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n,
-                        bool need_dx, const std::string& act, const std::string& rec) {
-  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
-  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+                        bool need_dx, const std::string& act, const std::string& rec,
+                        const OptArr<T>& w_hr, OptArr<T>& M) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4, w_hr);
+  const Index Hs = d.state();
+  check_shape(S, {d.T + 1, d.N, Hs}, "cache.S");
   check_shape(Cs, {d.T + 1, d.N, d.H}, "cache.c_states");
   check_shape(gates, {d.T, d.N, 4 * d.H}, "cache.gates");
-  check_shape(dy, {d.T, d.N, d.H}, "dy");
-  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  rnnkit::require(!d.P || M, "cache.m: expected an array with a projection, got None");
+  if (d.P) check_shape(*M, {d.T, d.N, d.H}, "cache.m");
+  check_shape(dy, {d.T, d.N, Hs}, "dy");
+  check_opt(dh_n, {d.N, Hs}, "dh_n");
   check_opt(dc_n, {d.N, d.H}, "dc_n");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
-  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
+  check_opt(rd, {d.N, Hs}, "recurrent_dropout_mask");
+  rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
+  w.w_hr = ptr(w_hr);
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
-  auto dh0 = empty<T>({d.N, d.H});
+  auto dh0 = empty<T>({d.N, Hs});
   auto dc0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({4 * d.H, d.C});
-  auto dw_hh = empty<T>({4 * d.H, d.H});
+  auto dw_hh = empty<T>({4 * d.H, Hs});
   auto db = empty<T>({4 * d.H});
-  auto dG = empty<T>({d.T * d.N, 4 * d.H});  // workspace
+  auto dw_hr = d.P ? empty<T>({d.P, d.H}) : Arr<T>();
+  auto dG = empty<T>({d.T * d.N, 4 * d.H});  // workspaces
+  auto dHs = d.P ? empty<T>({d.T, d.N, d.P}) : Arr<T>();
   KernelCall call;
   bool completed;
   {
     py::gil_scoped_release nogil;
-    completed = rnnkit::lstm_backward<T>(d, x.data(), w, opt,
-                             {S.mutable_data(), Cs.mutable_data(), gates.mutable_data()}, dy.data(),
-                             ptr(dh_n), ptr(dc_n), dG.mutable_data(), (need_dx ? dx.mutable_data() : nullptr), dh0.mutable_data(),
-                             dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
-                             db.mutable_data());
+    completed = rnnkit::lstm_backward<T>(
+        d, x.data(), w, opt,
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M->mutable_data() : nullptr},
+        dy.data(), ptr(dh_n), ptr(dc_n), dG.mutable_data(), (need_dx ? dx.mutable_data() : nullptr),
+        dh0.mutable_data(), dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
+        db.mutable_data(), d.P ? dHs.mutable_data() : nullptr, d.P ? dw_hr.mutable_data() : nullptr);
   }
   call.finish(completed);
-  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db,
+                        d.P ? py::object(dw_hr) : py::none());
 }
 
 // ----------------------------------- GRU ------------------------------------------------------
@@ -435,7 +453,7 @@ void def_stream(py::module_& m, const char* name) {
   py::class_<S>(m, name)
       .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
-                       const std::string& act, const std::string& rec) {
+                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr) {
              const rnnkit::CellKind k = kind == "LSTM"     ? rnnkit::CellKind::LSTM
                                         : kind == "GRU"    ? rnnkit::CellKind::GRU
                                         : kind == "GRU_V1" ? rnnkit::CellKind::GRUv1
@@ -444,24 +462,29 @@ void def_stream(py::module_& m, const char* name) {
                              "kind: expected 'RNN', 'LSTM', 'GRU' or 'GRU_V1', got '" + kind + "'");
              rnnkit::require(k != rnnkit::CellKind::GRUv1 || !b_hh,
                              "b_hh: the GRU with reset_after=False has no recurrent bias, expected None");
+             rnnkit::require(!w_hr || k == rnnkit::CellKind::LSTM,
+                             "w_hr: only an LSTM has a projection, this is " + kind);
              rnnkit::require(x_dims_ok(w_ih), "w_ih: expected 2 dimensions");
              rnnkit::require(w_hh.ndim() == 2, "w_hh: expected 2 dimensions");
              const Index G = rnnkit::gates_of(k);
-             check_stream_size(batch_size, w_ih.shape(1), w_hh.shape(1), G, sizeof(T));
+             rnnkit::require(!w_hr || w_hr->ndim() == 2, "w_hr: expected 2 dimensions [P, H]");
+             check_stream_size(batch_size, w_ih.shape(1), w_hr ? w_hr->shape(1) : w_hh.shape(1), G,
+                               sizeof(T));
              // sizes from the weights; a one-step x of [batch, C] checks them all
              Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
-             const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G);
+             const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G, w_hr);
              return new S(k, parse_acts(act, rec), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
-                          ptr(b_hh));
+                          ptr(b_hh), ptr(w_hr), d.P);
            }),
            py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
            py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
-           py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid")
+           py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
+           py::arg("w_hr").noconvert() = py::none())
       // step(x: [N, C]) -> h: [N, H]
       .def("step",
            [](S& s, const py::array& x) {
              const T* xp = stream_input<T>(x, s, 2);
-             Arr<T> y({s.N(), s.H()});
+             Arr<T> y({s.N(), s.state_size()});
              T* yp = y.mutable_data();
              // one step: not interruptible (it is over in microseconds)
              if (s.N() * s.H() * (s.C() + s.H()) < kStreamGilWork) {
@@ -478,7 +501,7 @@ void def_stream(py::module_& m, const char* name) {
            [](S& s, const py::array& x) {
              const T* xp = stream_input<T>(x, s, 3);
              const Index steps = x.shape(0);
-             auto y = empty<T>({steps, s.N(), s.H()});
+             auto y = empty<T>({steps, s.N(), s.state_size()});
              T* yp = y.mutable_data();
              KernelCall call;
              bool completed;
@@ -494,7 +517,7 @@ void def_stream(py::module_& m, const char* name) {
            py::arg("x"))
       .def("reset",
            [](S& s, const OptArr<T>& h0, const OptArr<T>& c0) {
-             check_opt(h0, {s.N(), s.H()}, "h0");
+             check_opt(h0, {s.N(), s.state_size()}, "h0");
              check_opt(c0, {s.N(), s.H()}, "c0");
              s.reset(ptr(h0), ptr(c0));
            },
@@ -503,7 +526,8 @@ void def_stream(py::module_& m, const char* name) {
       .def_property_readonly("c", [](const S& s) { return Arr<T>(empty_like_mat(s.c())); })
       .def_property_readonly("batch_size", &S::N)
       .def_property_readonly("input_size", &S::C)
-      .def_property_readonly("hidden_size", &S::H);
+      .def_property_readonly("hidden_size", &S::H)
+      .def_property_readonly("state_size", &S::state_size);
 }
 
 // Row-wise helpers over the last axis of x: [..., K] (C-contiguous, K >= 1), see rows.h.
@@ -580,12 +604,14 @@ void def_kernels(py::module_& m) {
   m.def("lstm_forward", &lstm_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
-        py::arg("reverse"), py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("reverse"), py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
+        py::arg("w_hr").noconvert() = py::none());
   m.def("lstm_backward", &lstm_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
+        py::arg("w_hr").noconvert() = py::none(), py::arg("M").noconvert() = py::none());
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),

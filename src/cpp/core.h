@@ -49,6 +49,10 @@ using CRowVecMap = Eigen::Map<const RowVec<T>>;
 // Sizes of one recurrent call: x: [T, N, C], hidden [N, H].
 struct Dims {
   Index T = 0, N = 0, C = 0, H = 0;
+  // LSTM with projection (LSTMP): the state h is [N, P] (0 = no projection: h is [N, H])
+  Index P = 0;
+  // the width of the carried state h
+  Index state() const { return P ? P : H; }
 };
 
 // Throws std::invalid_argument (ValueError in Python) when `ok` is false.
@@ -620,6 +624,9 @@ struct Weights {
   // the GRU with the reset gate before the product (gru_v1_*): packed_hh holds w_hh's r, z rows
   // only (w_rz^T: [H, 2H]) and packed_hn its n rows (w_hn^T: [H, H])
   const PackedB<T>* packed_hn = nullptr;
+  // LSTM with projection: w_hr: [P, H] (h = w_hr (o ⊙ φ(c))), and packed w_hr^T: [H, P] (a stream)
+  const T* w_hr = nullptr;
+  const PackedB<T>* packed_hr = nullptr;
 };
 
 // Sequence options shared by every cell.

@@ -7,6 +7,10 @@
 // σ is the recurrent activation (opt.acts.rec: sigmoid, or Keras's hard_sigmoid) and φ the
 // activation (opt.acts.act: tanh, relu or linear), as Keras's LSTM(activation,
 // recurrent_activation); PyTorch's LSTM is σ = sigmoid, φ = tanh.
+//
+// With a projection (LSTMP, torch.nn.LSTM(proj_size=P), d.P > 0) the state is projected down:
+//   m = o ⊙ φ(c')  [N, H]                     h' = m · W_hr^T  [N, P]
+// so W_hh is [4H, P], and each step has a second product, [N, H] x [H, P], after the gate pass.
 #pragma once
 
 #include <type_traits>
@@ -67,24 +71,26 @@ inline void lstm_row_backward(const float* g, const float* cp, const float* cn, 
 }
 
 // What LSTM backward needs from forward, all owned by the caller.
-//   S: [T+1, N, H] hidden states, Cs: [T+1, N, H] cell states (StateIndex layout),
-//   gates: [T, N, 4H] activated gates i, f, g, o per time step.
+//   S: [T+1, N, Hs] hidden states (Hs = d.state(): P with a projection, else H), Cs: [T+1, N, H]
+//   cell states (StateIndex layout), gates: [T, N, 4H] activated gates i, f, g, o per time step,
+//   M: [T, N, H] o ⊙ φ(c) before the projection (null without one).
 template <typename T>
 struct LstmCache {
   T* S = nullptr;
   T* Cs = nullptr;
   T* gates = nullptr;
+  T* M = nullptr;
 };
 
 // LSTM forward.
-//   x: [T, N, C]; h0, c0: [N, H] (null = zeros); weights w_ih: [4H, C], w_hh: [4H, H],
-//   b_ih, b_hh: [4H] (null = none), rd: [N, H] (null = none); opt.mask: [T, N].
-//   Writes y: [T, N, H] and the cache (h_n = S[final], c_n = Cs[final]).
+//   x: [T, N, C]; h0: [N, Hs], c0: [N, H] (null = zeros); weights w_ih: [4H, C], w_hh: [4H, Hs],
+//   b_ih, b_hh: [4H] (null = none), w_hr: [P, H] (with d.P), rd: [N, Hs] (null = none);
+//   opt.mask: [T, N]. Writes y: [T, N, Hs] and the cache (h_n = S[final], c_n = Cs[final]).
 //   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
 bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Weights<T>& w,
                   const SeqOptions& opt, T* y, const LstmCache<T>& cache) {
-  const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
+  const Index N = d.N, H = d.H, G = 4 * H, NH = N * H, P = d.P, Hs = d.state(), NHs = N * Hs;
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz;  // this thread; every parallel region guards its own
 
@@ -93,32 +99,43 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
     return false;
 
   // initial states (zeros when not given)
-  T* S0 = cache.S + si.initial() * NH;
+  T* S0 = cache.S + si.initial() * NHs;
   T* C0 = cache.Cs + si.initial() * NH;
-  if (h0) std::copy(h0, h0 + NH, S0); else std::fill(S0, S0 + NH, T(0));
+  if (h0) std::copy(h0, h0 + NHs, S0); else std::fill(S0, S0 + NHs, T(0));
   if (c0) std::copy(c0, c0 + NH, C0); else std::fill(C0, C0 + NH, T(0));
   // hd = h ⊙ rd, the recurrent product's input under recurrent dropout
-  Mat<T> hd(w.rd ? N : 0, H);
-  drop_rows(S0, w.rd, {0, N}, H, hd.data());
+  Mat<T> hd(w.rd ? N : 0, Hs);
+  drop_rows(S0, w.rd, {0, N}, Hs, hd.data());
+  // per thread: its columns of w_hr^T: [H, |pcols|] (projection only), packed before its loop
+  std::vector<PackedB<T>> packs_r(P && !w.packed_hr ? max_threads() : 0);
 
-  // on every thread: its share s of each step and its columns of w_hh^T: [H, |s.cols|], packed
+  // on every thread: its share s of each step and its columns of w_hh^T: [Hs, |s.cols|], packed
   // once for the whole sequence
-  const bool completed = run_time_loop<T>(d.T, N, H, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
-    B.pack_transposed(w.w_hh, H, c0, c1);
+  const bool completed = run_time_loop<T>(d.T, N, Hs, G, w.packed_hh, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_transposed(w.w_hh, Hs, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // the projection's columns of this thread: all by rows, a slice by columns
+    const Range pcols = s.by_rows ? Range{0, P} : split(P, s.tid, s.team);
+    if (P && !w.packed_hr) {
+      packs_r[s.tid].reserve(H, pcols.size());
+      packs_r[s.tid].pack_transposed(w.w_hr, H, pcols.begin, pcols.end);
+    }
+    const PackedB<T>* Wr = P ? (w.packed_hr ? w.packed_hr : &packs_r[s.tid]) : nullptr;
     for (Index k = 0; k < d.T; ++k) {
       s.poll();
       const Index t = si.time_of(k);
       const bool* m = opt.mask_at(t, N);
       MatMap<T> Gt(cache.gates + t * N * G, N, G);
-      const T* hp = cache.S + si.before(t) * NH;
+      const T* hp = cache.S + si.before(t) * NHs;
       const T* cp = cache.Cs + si.before(t) * NH;
-      T* hn = cache.S + si.after(t) * NH;
+      T* hn = cache.S + si.after(t) * NHs;
       T* cn = cache.Cs + si.after(t) * NH;
+      // the gate pass's output o ⊙ φ(c_t): h_t itself, or m_t before the projection
+      T* mo = P ? cache.M + t * NH : hn;
 
-      // G_t[mr, cols] += (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T        [|mr|, H] x [H, |cols|]
-      Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * H, H,
+      // G_t[mr, cols] += (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T        [|mr|, Hs] x [Hs, |cols|]
+      Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * Hs, Hs,
                   Gt.data() + mr.begin * G + cols.begin, G, /*accumulate=*/true);
       s.sync();
       if (s.should_stop()) break;
@@ -129,7 +146,7 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
         using Sig = decltype(sig);
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
-            lstm_row_forward<Phi, Sig>(Gt.data() + n * G, cp + n * H, cn + n * H, hn + n * H, H);
+            lstm_row_forward<Phi, Sig>(Gt.data() + n * G, cp + n * H, cn + n * H, mo + n * H, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
           auto Gb = Gt.middleRows(r0, rr);
@@ -146,15 +163,21 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
           MatMap<T> Cn(cn + r0 * H, rr, H);
           // c_t = f ⊙ c_{t-1} + i ⊙ g
           Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
-          // h_t = o ⊙ φ(c_t)
-          MatMap<T>(hn + r0 * H, rr, H).array() = o * Phi::f(Cn.array());
+          // h_t (or m_t) = o ⊙ φ(c_t)
+          MatMap<T>(mo + r0 * H, rr, H).array() = o * Phi::f(Cn.array());
         }
       });
+      if (P) {
+        s.sync();
+        // h_t[mr, pcols] = m_t[mr] · w_hr[pcols]^T                     [|mr|, H] x [H, |pcols|]
+        Wr->multiply(mr.size(), mo + mr.begin * H, H, hn + mr.begin * P + pcols.begin, P, false);
+        s.sync();
+      }
       // masked rows keep the previous state
-      carry_masked_rows(m, rows, H, hp, hn);
+      carry_masked_rows(m, rows, Hs, hp, hn);
       carry_masked_rows(m, rows, H, cp, cn);
-      write_output(m, opt.zero_masked, rows, H, hn, y + t * NH);
-      drop_rows(hn, w.rd, rows, H, hd.data());
+      write_output(m, opt.zero_masked, rows, Hs, hn, y + t * NHs);
+      drop_rows(hn, w.rd, rows, Hs, hd.data());
       s.sync();
     }
   });
@@ -162,30 +185,42 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
 }
 
 // LSTM backward (backpropagation through time).
-//   x: [T, N, C]; cache from lstm_forward; dy: [T, N, H]; dh_n, dc_n: [N, H] (null = zeros).
-//   Workspace dG: [T, N, 4H]. Writes dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C],
-//   dw_hh: [4H, H], db: [4H] (the gradient of b_ih and of b_hh alike; null to skip).
+//   x: [T, N, C]; cache from lstm_forward; dy: [T, N, Hs]; dh_n: [N, Hs], dc_n: [N, H] (null =
+//   zeros). Workspaces dG: [T, N, 4H] and, with a projection, dHs: [T, N, P] (dL/dh_t of every
+//   step). Writes dx: [T, N, C], dh0: [N, Hs], dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, Hs],
+//   db: [4H] (the gradient of b_ih and of b_hh alike; null to skip), dw_hr: [P, H] (projection).
 //   Returns false when a pending interrupt stopped the time loop early (outputs incomplete).
 template <typename T>
 bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptions& opt,
                    const LstmCache<T>& cache, const T* dy, const T* dh_n, const T* dc_n, T* dG,
-                   T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db) {
-  const Index N = d.N, H = d.H, G = 4 * H, NH = N * H;
+                   T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* db, T* dHs = nullptr,
+                   T* dw_hr = nullptr) {
+  const Index N = d.N, H = d.H, G = 4 * H, NH = N * H, P = d.P, Hs = d.state(), NHs = N * Hs;
   const StateIndex si{d.T, opt.reverse};
   DenormalGuard ftz;  // this thread; every parallel region guards its own
 
-  // dh_carry, dc: gradients w.r.t. the state after the current step; dh = dh_carry + dy_t
-  Mat<T> dh_carry(N, H), dh(N, H), dc_a(N, H), dc_b(N, H);
-  if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
+  // dh_carry, dc: gradients w.r.t. the state after the current step; dh = dh_carry + dy_t;
+  // dm: dL/dm_t = dL/dh_t · w_hr (projection only)
+  Mat<T> dh_carry(N, Hs), dh(N, Hs), dc_a(N, H), dc_b(N, H), dm(P ? N : 0, H);
+  if (dh_n) dh_carry = CMatMap<T>(dh_n, N, Hs); else dh_carry.setZero();
   if (dc_n) dc_a = CMatMap<T>(dc_n, N, H); else dc_a.setZero();
   T* dc_final = dc_a.data();
 
+  // per thread: its columns of w_hr: [P, |hcols|] (projection only), packed before its loop
+  std::vector<PackedB<T>> packs_r(P ? max_threads() : 0);
+
   // on every thread: its share s of each step and its columns of w_hh: [4H, |s.cols|], packed
   // once for the whole sequence
-  const bool completed = run_time_loop<T>(d.T, N, G, H, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
-    B.pack_plain(w.w_hh, G, H, c0, c1);
+  const bool completed = run_time_loop<T>(d.T, N, G, Hs, nullptr, [&](PackedB<T>& B, Index c0, Index c1) {
+    B.pack_plain(w.w_hh, G, Hs, c0, c1);
   }, [&](const StepShare& s, const PackedB<T>& Wk) {
     const Range rows = s.rows, cols = s.cols, mr = s.gemm_rows;
+    // the columns of dm (H of them) this thread computes: all by rows, a slice by columns
+    const Range hcols = s.by_rows ? Range{0, H} : split(H, s.tid, s.team);
+    if (P) {
+      packs_r[s.tid].reserve(P, hcols.size());
+      packs_r[s.tid].pack_plain(w.w_hr, P, H, hcols.begin, hcols.end);
+    }
     T* dc_cur = dc_a.data();  // dc w.r.t. c_t (every thread swaps its own copies alike)
     T* dc_prev = dc_b.data();
     for (Index k = d.T - 1; k >= 0; --k) {
@@ -198,14 +233,29 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       T* dGt = dG + t * N * G;
 
       // dh = dh_carry + dy_t
-      add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      add_output_grad(m, opt.zero_masked, rows, Hs, dy + t * NHs, dh_carry.data(), dh.data());
+      // the gate pass's incoming gradient, dL/d(o ⊙ φ(c_t)): dh itself, or dm
+      const T* dmo = dh.data();
+      if (P) {
+        // keep dL/dh_t for dw_hr (masked rows: none, their m_t was not used)
+        T* dHt = dHs + t * NHs;
+        std::copy(dh.data() + rows.begin * P, dh.data() + rows.end * P, dHt + rows.begin * P);
+        zero_masked_rows(m, rows, P, dHt);
+        s.sync();
+        if (s.should_stop()) break;
+        // dm[mr, hcols] = dL/dh_t[mr] · w_hr[:, hcols]                  [|mr|, P] x [P, |hcols|]
+        packs_r[s.tid].multiply(mr.size(), dHt + mr.begin * P, P, dm.data() + mr.begin * H + hcols.begin,
+                                H, false);
+        s.sync();
+        dmo = dm.data();
+      }
       // the fused backward pass of this thread's rows, for the cell's activation pair (φ, σ)
       with_acts(opt.acts, [&](auto phi, auto sig) {
         using Phi = decltype(phi);
         using Sig = decltype(sig);
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
-            lstm_row_backward<Phi, Sig>(Gt + n * G, cp + n * H, cn + n * H, dh.data() + n * H,
+            lstm_row_backward<Phi, Sig>(Gt + n * G, cp + n * H, cn + n * H, dmo + n * H,
                                         dc_cur + n * H, dGt + n * G, dc_prev + n * H, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
@@ -215,7 +265,7 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
           auto f = Gb.middleCols(H, H).array();
           auto g = Gb.middleCols(2 * H, H).array();
           auto o = Gb.rightCols(H).array();
-          auto dh_b = dh.middleRows(r0, rr).array();
+          auto dh_b = CMatMap<T>(dmo + r0 * H, rr, H).array();
           auto dc_b_in = CMatMap<T>(dc_cur + r0 * H, rr, H).array();
           auto dc_b_out = MatMap<T>(dc_prev + r0 * H, rr, H).array();
           auto di = dGb.leftCols(H).array();
@@ -243,27 +293,35 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       carry_masked_rows(m, rows, H, dc_cur, dc_prev);
       std::swap(dc_cur, dc_prev);
       s.sync();
-      if (s.should_stop()) break;
+      if (!P && s.should_stop()) break;
 
       // dh_{t-1}[mr, cols] = (dG_t[mr] · w_hh[:, cols]) ⊙ rd        [|mr|, 4H] x [4H, |cols|]
-      Wk.multiply(mr.size(), dGt + mr.begin * G, G, dh_carry.data() + mr.begin * H + cols.begin, H,
+      Wk.multiply(mr.size(), dGt + mr.begin * G, G, dh_carry.data() + mr.begin * Hs + cols.begin, Hs,
                   /*accumulate=*/false);
-      apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
+      apply_dropout_grad(w.rd, mr, cols, Hs, dh_carry.data());
       // masked rows: dh_{t-1} = dh
-      pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
+      pass_masked_cols(m, mr, cols, Hs, dh.data(), dh_carry.data());
       s.sync();
     }
     if (s.tid == 0) dc_final = dc_cur;
   });
   if (!completed) return false;
-  std::copy(dh_carry.data(), dh_carry.data() + NH, dh0);
+  std::copy(dh_carry.data(), dh_carry.data() + NHs, dh0);
   std::copy(dc_final, dc_final + NH, dc0);
 
-  // dx, dw_ih, dw_hh, db from single GEMMs over all steps; the states before each step as the
-  // recurrent product saw them: [T, N, H]
-  Mat<T> hp_drop(w.rd ? d.T * N : 0, H);
-  const T* hprev = dropped_states(cache.S + si.hprev_block() * NH, w.rd, d.T, NH, hp_drop.data());
-  return weight_gradients(d, G, dG, dG, x, hprev, w.w_ih, dx, dw_ih, dw_hh, db, static_cast<T*>(nullptr));
+  // dx, dw_ih, dw_hh, db (and dw_hr) from single GEMMs over all steps; the states before each
+  // step as the recurrent product saw them: [T, N, Hs]
+  const Index rows = d.T * N;
+  Mat<T> hp_drop(w.rd ? d.T * N : 0, Hs);
+  const T* hprev = dropped_states(cache.S + si.hprev_block() * NHs, w.rd, d.T, NHs, hp_drop.data());
+  // dx = dG · w_ih;  dw_ih = dG^T · x;  dw_hh = dG^T · hprev;  dw_hr = dHs^T · M
+  if (!input_grad(d, G, dG, w.w_ih, dx) || !weight_grad(rows, G, dG, G, x, d.C, dw_ih) ||
+      !weight_grad(rows, G, dG, G, hprev, Hs, dw_hh) ||
+      (P && !weight_grad(rows, P, dHs, P, cache.M, H, dw_hr)))
+    return false;
+  // db = sum over all T*N rows
+  if (db) column_sums(dG, rows, G, db);
+  return true;
 }
 
 }  // namespace rnnkit

@@ -24,16 +24,17 @@ inline Index gates_of(CellKind k) {
 template <typename T>
 class Stream {
  public:
-  // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H] (null = none);
-  // the state is [N, H] (and the LSTM cell state [N, H]), zero to start with; acts: the cell's
-  // activations.
+  // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, Hs], b_ih, b_hh: [G*H] (null = none),
+  // w_hr: [P, H] (an LSTM's projection, P > 0; null = none, Hs = H); the state is [N, Hs] (and
+  // the LSTM cell state [N, H]), zero to start with; acts: the cell's activations.
   Stream(CellKind kind, CellActs acts, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
-         const T* b_ih, const T* b_hh)
-      : kind_(kind), acts_(acts), C_(C), H_(H), N_(N), G_(gates_of(kind) * H),
-        w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, H)),
+         const T* b_ih, const T* b_hh, const T* w_hr = nullptr, Index P = 0)
+      : kind_(kind), acts_(acts), C_(C), H_(H), N_(N), G_(gates_of(kind) * H), P_(w_hr ? P : 0),
+        Hs_(P_ ? P_ : H), w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, Hs_)),
+        w_hr_(P_ ? Mat<T>(CMatMap<T>(w_hr, P_, H)) : Mat<T>()),
         b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
         b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
-        h_(Mat<T>::Zero(N, H)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
+        h_(Mat<T>::Zero(N, Hs_)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
         gh_(new T[(kind == CellKind::GRU || kind == CellKind::GRUv1) ? N * G_ : 0]) {
     // both weight matrices packed once, for every later call
     packed_ih_.reserve(C, G_);
@@ -45,8 +46,13 @@ class Stream {
       packed_hn_.reserve(H, H);
       packed_hn_.pack_transposed(w_hh_.data() + 2 * H * H, H, 0, H);
     } else {
-      packed_hh_.reserve(H, G_);
-      packed_hh_.pack_transposed(w_hh_.data(), H, 0, G_);
+      packed_hh_.reserve(Hs_, G_);
+      packed_hh_.pack_transposed(w_hh_.data(), Hs_, 0, G_);
+    }
+    if (P_) {
+      // the projection w_hr^T: [H, P]
+      packed_hr_.reserve(H, P_);
+      packed_hr_.pack_transposed(w_hr_.data(), H, 0, P_);
     }
     if (kind != CellKind::GRU && b_ih_.size() && b_hh_.size()) {
       // RNN and LSTM add both biases to the input projection: fold them into one
@@ -58,9 +64,11 @@ class Stream {
 
   Index C() const { return C_; }
   Index H() const { return H_; }
+  // the width of the state h (P with a projection, else H)
+  Index state_size() const { return Hs_; }
   Index N() const { return N_; }
   CellKind kind() const { return kind_; }
-  // copies of the carried state: h, c: [N, H]
+  // copies of the carried state: h: [N, Hs], c: [N, H]
   Mat<T> h() const {
     std::lock_guard<std::mutex> lock(mu_);
     return h_;
@@ -70,10 +78,10 @@ class Stream {
     return c_;
   }
 
-  // h, c: [N, H] (null = zeros)
+  // h: [N, Hs], c: [N, H] (null = zeros)
   void reset(const T* h0, const T* c0) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (h0) h_ = CMatMap<T>(h0, N_, H_); else h_.setZero();
+    if (h0) h_ = CMatMap<T>(h0, N_, Hs_); else h_.setZero();
     if (kind_ == CellKind::LSTM) {
       if (c0) c_ = CMatMap<T>(c0, N_, H_); else c_.setZero();
     }
@@ -85,18 +93,22 @@ class Stream {
   bool run(const T* x, Index steps, T* y) {
     std::lock_guard<std::mutex> lock(mu_);
     reserve(steps);
-    const Dims d{steps, N_, C_, H_};
-    const Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
-                       b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_,
-                       kind_ == CellKind::GRUv1 ? &packed_hn_ : nullptr};
+    const Dims d{steps, N_, C_, H_, P_};
+    Weights<T> w{w_ih_.data(), w_hh_.data(), b_ih_.size() ? b_ih_.data() : nullptr,
+                 b_hh_.size() ? b_hh_.data() : nullptr, nullptr, &packed_ih_, &packed_hh_,
+                 kind_ == CellKind::GRUv1 ? &packed_hn_ : nullptr};
+    if (P_) {
+      w.w_hr = w_hr_.data();
+      w.packed_hr = &packed_hr_;
+    }
     SeqOptions opt{};
     opt.acts = acts_;
-    const Index NH = N_ * H_;
+    const Index NH = N_ * H_, NHs = N_ * Hs_;
     bool completed = false;
     switch (kind_) {
       case CellKind::LSTM:
         completed = lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
-                                    {S_.get(), Cs_.get(), gates_.get()});
+                                    {S_.get(), Cs_.get(), gates_.get(), M_.get()});
         // carried cell state c = Cs[steps]
         if (completed)
           std::copy(Cs_.get() + steps * NH, Cs_.get() + (steps + 1) * NH, c_.data());
@@ -114,7 +126,7 @@ class Stream {
         break;
     }
     // carried state h = S[steps]
-    if (completed) std::copy(S_.get() + steps * NH, S_.get() + (steps + 1) * NH, h_.data());
+    if (completed) std::copy(S_.get() + steps * NHs, S_.get() + (steps + 1) * NHs, h_.data());
     return completed;
   }
 
@@ -125,7 +137,8 @@ class Stream {
   void reserve(Index steps) {
     if (steps <= cap_) return;
     const Index NH = N_ * H_;
-    S_.reset(new T[(steps + 1) * NH]);
+    S_.reset(new T[(steps + 1) * N_ * Hs_]);
+    if (P_) M_.reset(new T[steps * NH]);
     gates_.reset(new T[steps * N_ * G_]);
     if (kind_ == CellKind::LSTM) Cs_.reset(new T[(steps + 1) * NH]);
     if (kind_ == CellKind::GRU || kind_ == CellKind::GRUv1) hn_.reset(new T[steps * NH]);
@@ -134,12 +147,12 @@ class Stream {
 
   CellKind kind_;
   CellActs acts_;
-  Index C_, H_, N_, G_;
-  Mat<T> w_ih_, w_hh_;
+  Index C_, H_, N_, G_, P_, Hs_;
+  Mat<T> w_ih_, w_hh_, w_hr_;
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
-  PackedB<T> packed_ih_, packed_hh_, packed_hn_;
-  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_;  // workspaces (see reserve)
+  PackedB<T> packed_ih_, packed_hh_, packed_hn_, packed_hr_;
+  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_, M_;  // workspaces (see reserve)
   Index cap_ = 0;
   mutable std::mutex mu_;
 };

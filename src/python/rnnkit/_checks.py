@@ -66,26 +66,38 @@ def check_shape(name: str, a: np.ndarray, expected: Sequence[Optional[int]], wha
 
 def recurrent_weights(gates: int, cell: str, w_ih: Any, w_hh: Any, b_ih: Any = None, b_hh: Any = None, *,
                       dtype: Optional[np.dtype] = None, C: Optional[int] = None, prefix: str = "",
-                      contiguous: bool = True) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
-                                                        Optional[np.ndarray]]:
+                      contiguous: bool = True, w_hr: Any = None
+                      ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """One layer-direction's weights in rnnkit's (PyTorch's) layout, checked: ``w_hh [G*H, H]``
-    decides ``H``; ``w_ih [G*H, C]`` (``C`` checked when given); biases ``[G*H]`` or None. All of
-    one float dtype (``dtype``, else ``w_hh``'s); errors name ``prefix + argument``. The one
-    weight check of the package (functional API, streams, interop).
+    decides ``H``; ``w_ih [G*H, C]`` (``C`` checked when given); biases ``[G*H]`` or None. With an
+    LSTM projection ``w_hr [P, H]`` (checked here too; convert it with :func:`as_float_array`),
+    ``H`` comes from ``w_hr`` and ``w_hh`` is ``[G*H, P]``. All of one float dtype (``dtype``,
+    else ``w_hh``'s); errors name ``prefix + argument``. The one weight check of the package
+    (functional API, streams, interop).
 
     Shapes
     ------
-    w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H]
+    w_ih: [G*H, C], w_hh: [G*H, H] (or [G*H, P]), b_ih, b_hh: [G*H], w_hr: [P, H]
     """
     w_hh = as_float_array(prefix + "w_hh", w_hh, dtype, contiguous)
-    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != gates * w_hh.shape[1]:
-        raise ValueError(f"{prefix}w_hh: expected shape ({gates}*H, H) for {cell} (G={gates}), got "
-                         f"{shape_str(w_hh.shape)}")
-    H = w_hh.shape[1]
+    if w_hr is not None:
+        w_hr = as_float_array(prefix + "w_hr", w_hr, w_hh.dtype, contiguous)
+        if w_hr.ndim != 2 or 0 in w_hr.shape:
+            raise ValueError(f"{prefix}w_hr: expected shape (P, H) with P, H >= 1, got {shape_str(w_hr.shape)}")
+        P, H = w_hr.shape
+        if w_hh.shape != (gates * H, P):
+            raise ValueError(f"{prefix}w_hh: expected shape ({gates * H}, {P}) = ({gates}*H, P) with "
+                             f"(P, H) = {shape_str(w_hr.shape)} from w_hr, got {shape_str(w_hh.shape)}")
+    else:
+        if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != gates * w_hh.shape[1]:
+            raise ValueError(f"{prefix}w_hh: expected shape ({gates}*H, H) for {cell} (G={gates}), got "
+                             f"{shape_str(w_hh.shape)}")
+        H = w_hh.shape[1]
     w_ih = as_float_array(prefix + "w_ih", w_ih, w_hh.dtype, contiguous)
     if w_ih.ndim != 2 or w_ih.shape[0] != gates * H or (C is not None and w_ih.shape[1] != C):
         want = f"({gates * H}, {'C' if C is None else C})"
-        raise ValueError(f"{prefix}w_ih: expected shape {want} = ({gates}*H, C) with H={H} from w_hh"
+        raise ValueError(f"{prefix}w_ih: expected shape {want} = ({gates}*H, C) with H={H} from "
+                         f"{'w_hh' if w_hr is None else 'w_hr'}"
                          f"{'' if C is None else f', C={C} from x'}, got {shape_str(w_ih.shape)}")
     out = []
     for nm, b in (("b_ih", b_ih), ("b_hh", b_hh)):

@@ -12,7 +12,8 @@ Cells
 ``rnn``, ``lstm`` (i, f, g, o), ``gru`` (PyTorch's r, z, n form,
 Keras ``reset_after=True``) and ``gru_v1`` (Keras ``reset_after=False``: the reset gate before
 the recurrent product, no recurrent bias), each with an ``activation`` (tanh, relu, linear) and
-gates' ``recurrent_activation`` (sigmoid, hard_sigmoid; not ``rnn``). Weights are a dict in rnnkit's layout (see
+gates' ``recurrent_activation`` (sigmoid, hard_sigmoid; not ``rnn``). An ``lstm`` may have a
+projection ``w_hr [P, H]`` (LSTMP: the state h is P wide). Weights are a dict in rnnkit's layout (see
 :mod:`rnnkit._layouts`): ``{"w_ih", "w_hh", "b_ih", "b_hh"}``, biases may be None.
 
 A call's cache is returned to the caller and passed back to :func:`backward`; nothing of a call is
@@ -37,7 +38,7 @@ __all__ = ["CELLS", "n_states", "gates", "forward", "backward", "Run", "dropout_
            "MERGE_MODES", "merge", "merge_backward", "stack_forward", "stack_backward"]
 
 Array = np.ndarray
-Weights = Dict[str, Optional[Array]]
+Weights = Dict[str, Optional[Array]]  # w_ih, w_hh, b_ih, b_hh (and w_hr for an LSTMP)
 
 CELLS = ("rnn", "lstm", "gru", "gru_v1")
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3}
@@ -89,7 +90,7 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     acts = dict(activation=activation, recurrent_activation=recurrent_activation)
     if cell == "lstm":
         o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw,
-                           **acts)
+                           **acts, w_hr=w.get("w_hr"))
         return Run(o.y, [o.h_n, o.c_n], o.cache)
     if cell in ("gru", "gru_v1"):
         o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw, **acts,
@@ -132,6 +133,8 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
         grads["b_ih"] = g.db_ih
     if g.db_hh is not None:
         grads["b_hh"] = g.db_hh
+    if getattr(g, "dw_hr", None) is not None:
+        grads["w_hr"] = g.dw_hr
     return g.dx, d_init, grads
 
 
@@ -223,9 +226,11 @@ def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
     """
     L, D = len(weights), len(weights[0])
     ns = n_states(cell)
-    H = weights[0][0]["w_hh"].shape[1]
+    Hs = weights[0][0]["w_hh"].shape[1]  # h: H, or P with an LSTM projection
+    w_hr = weights[0][0].get("w_hr")
+    H = Hs if w_hr is None else w_hr.shape[1]  # the cell state c
     T, N = x.shape[0], x.shape[1]
-    finals = [np.empty((L * D, N, H), dtype=x.dtype) for _ in range(ns)]
+    finals = [np.empty((L * D, N, Hs if i == 0 else H), dtype=x.dtype) for i in range(ns)]
     caches: List[List[Any]] = []
     drops: List[Optional[Array]] = []
     ys_all: List[List[Array]] = []
@@ -262,13 +267,16 @@ def stack_backward(cache: StackCache, dy: Array, d_finals: Optional[Sequence[Opt
     ------
     dy: [T, N, D*H], d_finals: [L*D, N, H] per state (None = zeros)
     -> dx: [T, N, C], d_initial: [L*D, N, H] per state, grads[layer][direction]
+    (with an LSTM projection, h is P wide: dy [T, N, D*P], h's d_finals and d_initial [L*D, N, P])
     """
     cell = cache.cell
     L, D = len(cache.caches), len(cache.caches[0])
     ns = n_states(cell)
     T, N = dy.shape[0], dy.shape[1]
-    H = dy.shape[-1] // D
-    d_init = [np.empty((L * D, N, H), dtype=dy.dtype) for _ in range(ns)]
+    widths = [cache.ys[0][0].shape[-1]]  # the state h
+    if ns == 2:
+        widths.append(cache.caches[0][0].c_states.shape[-1])  # the cell state c
+    d_init = [np.empty((L * D, N, w), dtype=dy.dtype) for w in widths]
     grads: List[List[Dict[str, Array]]] = [[{} for _ in range(D)] for _ in range(L)]
     d = dy
     for layer in reversed(range(L)):

@@ -91,6 +91,8 @@ class LSTMCache(_CacheBase):
     gates: Array = None      # [T, N, 4H] activated i, f, g, o
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
+    w_hr: Optional[Array] = None  # [P, H] the projection (LSTMP), or None
+    m: Optional[Array] = None     # [T, N, H] o ⊙ φ(c) before the projection (LSTMP only)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class LSTMGrads(NamedTuple):
     dw_hh: Array
     db_ih: Optional[Array]
     db_hh: Optional[Array]
+    dw_hr: Optional[Array] = None  # [P, H], with a projection
 
 
 GRUGrads = RNNGrads
@@ -157,10 +160,11 @@ class _Args(NamedTuple):
     b_hh: Optional[Array]
     mask: Optional[Array]
     rd: Optional[Array]
+    w_hr: Optional[Array] = None
 
 
 def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b_hh, mask,
-              rd) -> _Args:
+              rd, w_hr=None) -> _Args:
     x = as_float_array("x", x)
     if x.ndim != 3:
         raise ValueError(f"x: expected 3 dimensions [T, N, C] (time-major), got shape {x.shape}")
@@ -168,20 +172,27 @@ def _validate(gates: int, cell: str, x, states, state_names, w_ih, w_hh, b_ih, b
     if T == 0 or N == 0 or C == 0:
         raise ValueError(f"x: every size of [T, N, C] must be at least 1, got shape {x.shape}")
     dt = x.dtype
-    w_ih, w_hh, b_ih, b_hh = recurrent_weights(gates, cell, w_ih, w_hh, b_ih, b_hh, dtype=dt, C=C)
-    H = w_hh.shape[1]
+    w_ih, w_hh, b_ih, b_hh = recurrent_weights(gates, cell, w_ih, w_hh, b_ih, b_hh, dtype=dt, C=C,
+                                               w_hr=w_hr)
+    Hs = w_hh.shape[1]  # the state h: H, or P with a projection
+    if w_hr is not None:
+        w_hr = as_float_array("w_hr", w_hr, dt)
+    H = Hs if w_hr is None else w_hr.shape[1]
     out_states = []
     for nm, s in zip(state_names, states):
         if s is not None:
             s = as_float_array(nm, s, dt)
-            check_shape(nm, s, (N, H), "= (N, H)")
+            if nm == "c0" or w_hr is None:
+                check_shape(nm, s, (N, H), "= (N, H)")
+            else:
+                check_shape(nm, s, (N, Hs), "= (N, P)")
         out_states.append(s)
     if mask is not None:
         mask = as_mask("mask", mask, (T, N))
     if rd is not None:
         rd = as_float_array("recurrent_dropout_mask", rd, dt)
-        check_shape("recurrent_dropout_mask", rd, (N, H), "= (N, H)")
-    return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask, rd)
+        check_shape("recurrent_dropout_mask", rd, (N, Hs), "= (N, H)" if w_hr is None else "= (N, P)")
+    return _Args(x, tuple(out_states), w_ih, w_hh, b_ih, b_hh, mask, rd, w_hr)
 
 
 def _cache_array(name: str, a, dtype, shape) -> None:
@@ -211,14 +222,23 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
     dt = x.dtype
     _cache_array("x", x, dt, (T, N, C))
     w_hh = cache.w_hh
-    if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2 or w_hh.shape[1] == 0 \
-            or w_hh.shape[0] != gates * w_hh.shape[1]:
-        got = _shape_str(w_hh.shape) if isinstance(w_hh, np.ndarray) else type(w_hh).__name__
-        raise ValueError(f"cache.w_hh: expected shape ({gates}*H, H), got {got}")
-    H = w_hh.shape[1]
-    _cache_array("w_hh", w_hh, dt, (gates * H, H))
+    w_hr = cache.w_hr if isinstance(cache, LSTMCache) else None
+    if w_hr is not None:
+        if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2 or 0 in w_hr.shape:
+            got = _shape_str(w_hr.shape) if isinstance(w_hr, np.ndarray) else type(w_hr).__name__
+            raise ValueError(f"cache.w_hr: expected shape (P, H), got {got}")
+        P, H = w_hr.shape
+        _cache_array("w_hr", w_hr, dt, (P, H))
+        _cache_array("w_hh", w_hh, dt, (gates * H, P))
+    else:
+        if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2 or w_hh.shape[1] == 0 \
+                or w_hh.shape[0] != gates * w_hh.shape[1]:
+            got = _shape_str(w_hh.shape) if isinstance(w_hh, np.ndarray) else type(w_hh).__name__
+            raise ValueError(f"cache.w_hh: expected shape ({gates}*H, H), got {got}")
+        H = P = w_hh.shape[1]
+        _cache_array("w_hh", w_hh, dt, (gates * H, H))
     _cache_array("w_ih", cache.w_ih, dt, (gates * H, C))
-    _cache_array("S", cache.S, dt, (T + 1, N, H))
+    _cache_array("S", cache.S, dt, (T + 1, N, P))
     hb = cache.has_bias
     if not (isinstance(hb, tuple) and len(hb) == 2 and all(isinstance(b, bool) for b in hb)):
         raise ValueError(f"cache.has_bias: expected a pair of bools, got {hb!r:.80}")
@@ -228,7 +248,7 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
     if cache.mask is not None:
         _cache_array("mask", cache.mask, np.dtype(bool), (T, N))
     if cache.rd is not None:
-        _cache_array("rd", cache.rd, dt, (N, H))
+        _cache_array("rd", cache.rd, dt, (N, P))
     if isinstance(cache, RNNCache):
         check_cell_activations(cache.nonlinearity, None, names=("cache.nonlinearity", ""))
     else:
@@ -237,6 +257,8 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
     if isinstance(cache, LSTMCache):
         _cache_array("c_states", cache.c_states, dt, (T + 1, N, H))
         _cache_array("gates", cache.gates, dt, (T, N, 4 * H))
+        if w_hr is not None:
+            _cache_array("m", cache.m, dt, (T, N, H))
     if isinstance(cache, GRUCache):
         if not isinstance(cache.reset_after, bool):
             raise ValueError(f"cache.reset_after: expected a bool, got {cache.reset_after!r:.80}")
@@ -326,7 +348,8 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
                  zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
-                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> LSTMOutput:
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 w_hr=None) -> LSTMOutput:
     r"""LSTM over a whole sequence, PyTorch's gate order i, f, g, o.
 
     .. math::
@@ -337,6 +360,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     ``recurrent_activation`` (``'sigmoid'`` or Keras 3's ``'hard_sigmoid'``,
     :math:`\mathrm{clip}(x/6 + 1/2, 0, 1)`), as Keras's ``LSTM``; every pair runs in the fused
     kernels.
+
+    With a projection ``w_hr: [P, H]`` (``torch.nn.LSTM(proj_size=P)``, LSTMP) the state is
+    :math:`h_t = W_{hr} (o \odot \phi(c_t))` of size P: then ``w_hh`` is ``[4H, P]``, ``h0``,
+    ``h_n`` and ``y``'s last axis are P wide, and the cell state stays H wide.
 
     Shapes
     ------
@@ -349,15 +376,15 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
         ``(y, h_n, c_n, cache)``; pass ``cache`` to :func:`lstm_backward`.
     """
     a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask,
-                  recurrent_dropout_mask)
+                  recurrent_dropout_mask, w_hr)
     check_cell_activations(activation, recurrent_activation)
-    y, S, Cs, gates = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
-                                         a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask),
-                                         activation, recurrent_activation)
+    y, S, Cs, gates, m = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
+                                            a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask),
+                                            activation, recurrent_activation, a.w_hr)
     last = 0 if reverse else -1
     cache = LSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
                       bool(reverse), bool(zero_output_for_mask), S, a.rd, Cs, gates, activation,
-                      recurrent_activation)
+                      recurrent_activation, a.w_hr, m)
     return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
 
 
@@ -369,19 +396,21 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
     ------
     dy: [T, N, H], dh_n, dc_n: [N, H] (``None`` = zeros)
     -> dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db_ih, db_hh: [4H]
+    (with a projection: dy, dh_n, dh0: [.., P], dw_hh: [4H, P] and dw_hr: [P, H]; else dw_hr None)
     """
     _check_cache(cache, LSTMCache, "lstm_forward", 4)
-    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
-    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    T, N, Hs = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    H = cache.c_states.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, Hs))
     if dy is None:
         raise ValueError("dy: expected an array of shape (T, N, H), got None")
-    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, Hs))
     dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
-    dx, dh0, dc0, dw_ih, dw_hh, db = _core.lstm_backward(
+    dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = _core.lstm_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx), cache.activation,
-        cache.recurrent_activation)
-    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
+        cache.recurrent_activation, cache.w_hr, cache.m)
+    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()), dw_hr)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,8 +166,9 @@ def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn
     """Builds the rnnkit.nn module equivalent to a ``torch.nn.RNN``/``LSTM``/``GRU`` (same
     configuration, dtype and weights; training/eval mode copied).
 
-    ``proj_size`` LSTMs and non-float32/float64 modules raise ``ValueError``. torch is not
-    imported: the module is read through its attributes and ``state_dict()``.
+    ``proj_size`` LSTMs become LSTMPs (``weight_hr_l[k]``); non-float32/float64 modules raise
+    ``ValueError``. torch is not imported: the module is read through its attributes and
+    ``state_dict()``.
 
     Shapes
     ------
@@ -176,8 +177,6 @@ def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn
     kind = type(module).__name__
     if kind not in ("RNN", "LSTM", "GRU") or not callable(getattr(module, "state_dict", None)):
         raise TypeError(f"module: expected a torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported")
     sd = module.state_dict()
     first = np.asarray(to_numpy(next(iter(sd.values()))))
     if first.dtype not in FLOAT_DTYPES:
@@ -188,8 +187,11 @@ def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn
     if kind == "RNN":
         out: Any = nn.RNN(int(module.input_size), int(module.hidden_size),
                           nonlinearity=str(module.nonlinearity), **kw)
+    elif kind == "LSTM":
+        out = nn.LSTM(int(module.input_size), int(module.hidden_size),
+                      proj_size=int(getattr(module, "proj_size", 0)), **kw)
     else:
-        out = getattr(nn, kind)(int(module.input_size), int(module.hidden_size), **kw)
+        out = nn.GRU(int(module.input_size), int(module.hidden_size), **kw)
     out.load_state_dict(sd)
     out.train(bool(module.training))
     return out
@@ -212,8 +214,10 @@ def to_torch_module(module: Union[nn.RNN, nn.LSTM, nn.GRU]) -> Any:
                               bidirectional=module.bidirectional, dtype=tdtype)
     if cell == "rnn":
         out = torch.nn.RNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, **kw)
+    elif cell == "lstm":
+        out = torch.nn.LSTM(module.input_size, module.hidden_size, proj_size=module.proj_size, **kw)
     else:
-        out = getattr(torch.nn, cell.upper())(module.input_size, module.hidden_size, **kw)
+        out = torch.nn.GRU(module.input_size, module.hidden_size, **kw)
     out.load_state_dict(state_dict_to_torch(module.state_dict()))
     out.train(module.training)
     return out

@@ -37,12 +37,14 @@ class _Stream:
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 kind: Optional[str] = None) -> None:
+                 kind: Optional[str] = None, w_hr=None) -> None:
         batch_size = check_positive_int("batch_size", batch_size)
         check_cell_activations(activation, recurrent_activation)
         kind = kind or self._kind
         G = _GATES[self._kind]
-        w_ih, w_hh, b_ih, b_hh = recurrent_weights(G, self._kind, w_ih, w_hh, b_ih, b_hh)
+        w_ih, w_hh, b_ih, b_hh = recurrent_weights(G, self._kind, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
+        if w_hr is not None:
+            w_hr = as_float_array("w_hr", w_hr, w_hh.dtype)
         if kind == "GRU_V1" and b_hh is not None:
             raise ValueError("b_hh: the GRU with reset_after=False has no recurrent bias, expected None")
         dt, H = w_hh.dtype, w_hh.shape[1]
@@ -53,7 +55,7 @@ class _Stream:
                           f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
         self._impl = impl_cls(kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
-                              recurrent_activation)
+                              recurrent_activation, w_hr)
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
         self.step = self._impl.step
@@ -92,6 +94,11 @@ class _Stream:
     def hidden_size(self) -> int:
         return int(self._impl.hidden_size)
 
+    @property
+    def state_size(self) -> int:
+        """The width of ``h`` and of each step's output: ``hidden_size``, or P with a projection."""
+        return int(self._impl.state_size)
+
 
 class RNNStream(_Stream):
     """Streaming Elman RNN (``nonlinearity`` 'tanh', 'relu' or 'linear', PyTorch's name for the
@@ -105,13 +112,14 @@ class RNNStream(_Stream):
 
 
 class LSTMStream(_Stream):
-    """Streaming LSTM (gate order i, f, g, o). See the module documentation."""
+    """Streaming LSTM (gate order i, f, g, o), with a projection ``w_hr: [P, H]`` (LSTMP: the
+    state and each step's output are P wide) when given. See the module documentation."""
     _kind = "LSTM"
 
-    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
+    def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
-                         recurrent_activation=recurrent_activation)
+                         recurrent_activation=recurrent_activation, w_hr=w_hr)
 
     @property
     def c(self) -> np.ndarray:

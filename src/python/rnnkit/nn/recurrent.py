@@ -31,7 +31,7 @@ class _LastForward(NamedTuple):
     cache: _recurrent.StackCache       # the stack's per-layer, per-direction caches
     batched: bool
     out_shape: Tuple[int, ...]         # shape of the output as returned
-    state_shape: Tuple[int, ...]       # shape of h_n as returned
+    state_shapes: Tuple[Tuple[int, ...], ...]  # shapes of h_n (and c_n) as returned
     T: int
     N: int
 
@@ -50,10 +50,14 @@ class _RNNBase(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                  batch_first: bool, dropout: float, bidirectional: bool, dtype: DTypeLike,
-                 seed: SeedLike) -> None:
+                 seed: SeedLike, proj_size: int = 0) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.proj_size = check_positive_int("proj_size", proj_size, minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size: expected an int in [0, hidden_size) = [0, {self.hidden_size}), "
+                             f"got {self.proj_size}")
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.bias = check_bool("bias", bias)
         self.batch_first = check_bool("batch_first", batch_first)
@@ -71,17 +75,20 @@ class _RNNBase(Module):
         object.__setattr__(self, "_dtype", dt)
         self._rng = make_rng(seed)
         self._last: Optional[_LastForward] = None
-        G, H = self._gates, self.hidden_size
+        G, H, P = self._gates, self.hidden_size, self.proj_size
+        Hs = P or H  # the width of h (and of each direction's output)
         D = 2 if self.bidirectional else 1
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else D * H
+            in_size = self.input_size if layer == 0 else D * Hs
             for d in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
                 setattr(self, "weight_ih" + sfx, Parameter(np.zeros((G * H, in_size), dt)))
-                setattr(self, "weight_hh" + sfx, Parameter(np.zeros((G * H, H), dt)))
+                setattr(self, "weight_hh" + sfx, Parameter(np.zeros((G * H, Hs), dt)))
                 if self.bias:
                     setattr(self, "bias_ih" + sfx, Parameter(np.zeros((G * H,), dt)))
                     setattr(self, "bias_hh" + sfx, Parameter(np.zeros((G * H,), dt)))
+                if P:
+                    setattr(self, "weight_hr" + sfx, Parameter(np.zeros((P, H), dt)))
         self.reset_parameters()
 
     # ---- parameters -----------------------------------------------------------------------------
@@ -97,14 +104,23 @@ class _RNNBase(Module):
         for p in self.parameters():
             p.data[...] = self._rng.uniform(-k, k, p.shape)
 
-    def _param_names(self, layer: int, direction: int) -> List[str]:
+    def _param_keys(self, layer: int, direction: int) -> List[Tuple[str, str]]:
+        """``(parameter name, rnnkit._recurrent weight key)`` of one layer and direction, in
+        PyTorch's order."""
         sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        names = ["weight_ih" + sfx, "weight_hh" + sfx]
-        return names + (["bias_ih" + sfx, "bias_hh" + sfx] if self.bias else [])
+        keys = [("weight_ih" + sfx, "w_ih"), ("weight_hh" + sfx, "w_hh")]
+        if self.bias:
+            keys += [("bias_ih" + sfx, "b_ih"), ("bias_hh" + sfx, "b_hh")]
+        if self.proj_size:
+            keys.append(("weight_hr" + sfx, "w_hr"))
+        return keys
+
+    def _param_names(self, layer: int, direction: int) -> List[str]:
+        return [n for n, _ in self._param_keys(layer, direction)]
 
     @property
     def all_weights(self) -> List[List[Parameter]]:
-        """``[w_ih, w_hh(, b_ih, b_hh)]`` per layer and direction, in PyTorch's order."""
+        """``[w_ih, w_hh(, b_ih, b_hh)(, w_hr)]`` per layer and direction, in PyTorch's order."""
         return [[self._parameters[n] for n in self._param_names(layer, d)]
                 for layer in range(self.num_layers) for d in range(self.num_directions)]
 
@@ -117,13 +133,14 @@ class _RNNBase(Module):
         Returns
         -------
         dict
-            ``{"w_ih", "w_hh", "b_ih", "b_hh"}``; the biases are ``None`` when ``bias=False``.
-            The arrays are the parameters' own (no copy).
+            ``{"w_ih", "w_hh", "b_ih", "b_hh"}`` (and ``"w_hr"`` with ``proj_size``); the biases
+            are ``None`` when ``bias=False``. The arrays are the parameters' own (no copy).
 
         Shapes
         ------
-        w_ih: [G*H, C_layer], w_hh: [G*H, H], b_ih, b_hh: [G*H]; ``C_layer`` is ``input_size``
-        for layer 0 and ``D*H`` above.
+        w_ih: [G*H, C_layer], w_hh: [G*H, H] (``[4H, P]`` with ``proj_size = P``),
+        b_ih, b_hh: [G*H], w_hr: [P, H]; ``C_layer`` is ``input_size`` for layer 0 and ``D*H``
+        (``D*P``) above.
         """
         layer = check_positive_int("layer", layer, minimum=0)
         if layer >= self.num_layers:
@@ -131,10 +148,10 @@ class _RNNBase(Module):
         reverse = check_bool("reverse", reverse)
         if reverse and not self.bidirectional:
             raise ValueError("reverse: this module is not bidirectional, it has no reverse direction")
-        names = self._param_names(layer, 1 if reverse else 0)
-        p = [self._parameters[n].data for n in names]
-        return {"w_ih": p[0], "w_hh": p[1], "b_ih": p[2] if self.bias else None,
-                "b_hh": p[3] if self.bias else None}
+        w: Dict[str, Optional[Array]] = {"b_ih": None, "b_hh": None}
+        for name, key in self._param_keys(layer, 1 if reverse else 0):
+            w[key] = self._parameters[name].data
+        return w
 
     def stream(self, batch_size: int = 1) -> Any:
         """A stateful step-by-step runner for real-time inference (see :mod:`rnnkit.streaming`).
@@ -201,7 +218,8 @@ class _RNNBase(Module):
         return None if m.all() else np.ascontiguousarray(m)
 
     def _prepare_states(self, hx: Any, N: int, batched: bool) -> Tuple[Optional[Array], ...]:
-        DL, H = self.num_directions * self.num_layers, self.hidden_size
+        DL = self.num_directions * self.num_layers
+        widths = (self.proj_size or self.hidden_size, self.hidden_size)  # h (P with proj_size), c
         names = ("h_0", "c_0")[: self._n_states]
         if hx is None:
             return (None,) * self._n_states
@@ -215,15 +233,16 @@ class _RNNBase(Module):
                 raise TypeError(f"hx: expected an array h_0 for {type(self).__name__}, got a {type(hx).__name__}")
             items = (hx,)
         out = []
-        for name, s in zip(names, items):
+        for name, s, H in zip(names, items, widths):
             if s is None:
                 out.append(None)
                 continue
             s = input_array(name, s, self._dtype)
+            what = "proj_size" if (name == "h_0" and self.proj_size) else "hidden_size"
             if batched:
-                expect_shape(name, s, (DL, N, H), "(D*num_layers, N, hidden_size)")
+                expect_shape(name, s, (DL, N, H), f"(D*num_layers, N, {what})")
             else:
-                expect_shape(name, s, (DL, H), "(D*num_layers, hidden_size) for unbatched input")
+                expect_shape(name, s, (DL, H), f"(D*num_layers, {what}) for unbatched input")
                 s = s[:, None, :]
             out.append(np.ascontiguousarray(s))
         return tuple(out)
@@ -265,7 +284,7 @@ class _RNNBase(Module):
         else:
             output = out
             states = tuple(finals)
-        self._last = _LastForward(cache, batched, output.shape, states[0].shape, T, N)
+        self._last = _LastForward(cache, batched, output.shape, tuple(st.shape for st in states), T, N)
         return output, states
 
     # ---- backward -------------------------------------------------------------------------------
@@ -282,27 +301,28 @@ class _RNNBase(Module):
         names = ("d_hn", "d_cn")[: self._n_states]
         if d_output is None and all(g is None for g in d_finals):
             raise ValueError(f"d_output, {', '.join(names)}: pass at least one gradient")
-        D, L, H, dt = self.num_directions, self.num_layers, self.hidden_size, self._dtype
+        D, L, dt = self.num_directions, self.num_layers, self._dtype
+        Hs = self.proj_size or self.hidden_size
         T, N = last.T, last.N
         if d_output is None:
-            dy = np.zeros((T, N, D * H), dt)
+            dy = np.zeros((T, N, D * Hs), dt)
         else:
             d_output = input_array("d_output", d_output, dt)
             expect_shape("d_output", d_output, last.out_shape, "the output's shape")
             dy = self._to_time_major(d_output, last.batched)
         dfin: List[Optional[Array]] = []
-        for name, g in zip(names, d_finals):
+        for name, g, shape in zip(names, d_finals, last.state_shapes):
             if g is None:
                 dfin.append(None)
                 continue
             g = input_array(name, g, dt)
-            expect_shape(name, g, last.state_shape, "the shape of h_n")
+            expect_shape(name, g, shape, f"the shape of {name[2]}_n")
             dfin.append(g if last.batched else g[:, None, :])
         dy, d_init, grads = _recurrent.stack_backward(last.cache, np.ascontiguousarray(dy), dfin)
         for layer in range(L):
             for d in range(D):
                 g = grads[layer][d]
-                for n, key in zip(self._param_names(layer, d), ("w_ih", "w_hh", "b_ih", "b_hh")):
+                for n, key in self._param_keys(layer, d):
                     accumulate(self._parameters[n], g.get(key))
 
         if not last.batched:
@@ -324,6 +344,8 @@ class _RNNBase(Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if not self.bias:
             s += ", bias=False"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.batch_first:
             s += ", batch_first=True"
         if self.dropout:
@@ -517,6 +539,9 @@ class LSTM(_RNNBase):
         training mode only.
     bidirectional
         If True, every layer also runs from ``t = T-1`` down to 0 (``*_reverse`` parameters).
+    proj_size
+        If > 0, an LSTM with projections of that size (LSTMP, see ``weight_hr_l[k]``); must be
+        smaller than ``hidden_size``.
     dtype
         ``np.float32`` (default) or ``np.float64``.
     seed
@@ -531,10 +556,13 @@ class LSTM(_RNNBase):
         ``(W_hi|W_hf|W_hg|W_ho)``: ``[4H, H]``.
     bias_ih_l[k], bias_hh_l[k]
         ``[4H]``.
+    weight_hr_l[k]
+        ``[P, H]``, with ``proj_size = P > 0`` (LSTMP): then :math:`h_t = W_{hr} (o_t \odot
+        \tanh(c_t))` is P wide, ``weight_hh_l[k]`` is ``[4H, P]``, ``h_0``/``h_n`` are
+        ``[D*num_layers, N, P]`` and the output ``[T, N, D*P]`` (``c`` stays H wide).
 
     Every parameter starts from :math:`\mathcal{U}(-\sqrt{k}, \sqrt{k})`, :math:`k = 1/H`;
-    reverse-direction parameters carry the ``_reverse`` suffix. (PyTorch's ``proj_size`` is not
-    supported.)
+    reverse-direction parameters carry the ``_reverse`` suffix.
     {_SHAPES_DOC}{_VARLEN_DOC}"""
 
     _gates = 4
@@ -542,12 +570,10 @@ class LSTM(_RNNBase):
     _cell = "lstm"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, *, dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
-
-
+                         bidirectional, dtype, seed, proj_size)
 
     def forward(self, x: Any, hx: Any = None, *, lengths: Any = None,
                 mask: Any = None) -> Tuple[Array, Tuple[Array, Array]]:
