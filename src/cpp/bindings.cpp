@@ -192,13 +192,29 @@ rnnkit::CellActs parse_acts(const std::string& act, const std::string& rec) {
   return a;
 }
 
+// One state's zoneout: a per-step array z: [T, N, W] (training masks, 1 = keep the previous
+// value) or, without one, the constant p in [0, 1) (inference: the expectation; 0 = none).
+template <typename T>
+rnnkit::Zoneout<T> zoneout_of(const OptArr<T>& z, double p, const std::vector<Index>& shape,
+                              const std::string& name) {
+  rnnkit::require(p >= 0.0 && p < 1.0,
+                  name + "_p: expected a zoneout probability in [0, 1), got " + std::to_string(p));
+  if (z) {
+    check_shape(*z, shape, name.c_str());
+    check_aligned(*z, name.c_str());
+    return {z->data(), T(0)};
+  }
+  return {nullptr, T(p)};
+}
+
 // ----------------------------------- LSTM -----------------------------------------------------
 
 template <typename T>
 py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
                        const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
                        const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
-                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr) {
+                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr,
+                       const OptArr<T>& zh, double zh_p, const OptArr<T>& zc, double zc_p) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4, w_hr);
   const Index Hs = d.state();
   check_opt(h0, {d.N, Hs}, "h0");
@@ -207,21 +223,27 @@ py::tuple lstm_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0
   check_opt(rd, {d.N, Hs}, "recurrent_dropout_mask");
   rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
   w.w_hr = ptr(w_hr);
+  w.zh = zoneout_of(zh, zh_p, {d.T, d.N, Hs}, "zoneout_h");
+  w.zc = zoneout_of(zc, zc_p, {d.T, d.N, d.H}, "zoneout_c");
   auto y = empty<T>({d.T, d.N, Hs});
   auto S = empty<T>({d.T + 1, d.N, Hs});
   auto Cs = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 4 * d.H});
   auto M = d.P ? empty<T>({d.T, d.N, d.H}) : Arr<T>();  // o ⊙ φ(c) before the projection
+  const bool zc_on = w.zc.on();
+  auto Cnew = zc_on ? empty<T>({d.T, d.N, d.H}) : Arr<T>();  // c before zoneout
   KernelCall call;
   bool completed;
   {
     py::gil_scoped_release nogil;
     completed = rnnkit::lstm_forward<T>(
         d, x.data(), ptr(h0), ptr(c0), w, opt, y.mutable_data(),
-        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M.mutable_data() : nullptr});
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M.mutable_data() : nullptr,
+         zc_on ? Cnew.mutable_data() : nullptr});
   }
   call.finish(completed);
-  return py::make_tuple(y, S, Cs, gates, d.P ? py::object(M) : py::none());
+  return py::make_tuple(y, S, Cs, gates, d.P ? py::object(M) : py::none(),
+                        zc_on ? py::object(Cnew) : py::none());
 }
 
 template <typename T>
@@ -229,7 +251,8 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
                         bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
                         const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n,
                         bool need_dx, const std::string& act, const std::string& rec,
-                        const OptArr<T>& w_hr, OptArr<T>& M) {
+                        const OptArr<T>& w_hr, OptArr<T>& M, const OptArr<T>& zh, double zh_p,
+                        const OptArr<T>& zc, double zc_p, OptArr<T>& Cnew) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4, w_hr);
   const Index Hs = d.state();
   check_shape(S, {d.T + 1, d.N, Hs}, "cache.S");
@@ -244,6 +267,10 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_opt(rd, {d.N, Hs}, "recurrent_dropout_mask");
   rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   w.w_hr = ptr(w_hr);
+  w.zh = zoneout_of(zh, zh_p, {d.T, d.N, Hs}, "zoneout_h");
+  w.zc = zoneout_of(zc, zc_p, {d.T, d.N, d.H}, "zoneout_c");
+  rnnkit::require(!w.zc.on() || Cnew, "cache.c_new: expected an array with zoneout of c, got None");
+  if (w.zc.on()) check_shape(*Cnew, {d.T, d.N, d.H}, "cache.c_new");
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
   auto dh0 = empty<T>({d.N, Hs});
   auto dc0 = empty<T>({d.N, d.H});
@@ -259,7 +286,8 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
     py::gil_scoped_release nogil;
     completed = rnnkit::lstm_backward<T>(
         d, x.data(), w, opt,
-        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M->mutable_data() : nullptr},
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), d.P ? M->mutable_data() : nullptr,
+         w.zc.on() ? Cnew->mutable_data() : nullptr},
         dy.data(), ptr(dh_n), ptr(dc_n), dG.mutable_data(), (need_dx ? dx.mutable_data() : nullptr),
         dh0.mutable_data(), dc0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(),
         db.mutable_data(), d.P ? dHs.mutable_data() : nullptr, d.P ? dw_hr.mutable_data() : nullptr);
@@ -275,14 +303,15 @@ template <typename T>
 py::tuple gru_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, const Arr<T>& w_hh,
                       const OptArr<T>& b_ih, const OptArr<T>& b_hh, const Mask& mask, const OptArr<T>& rd, bool reverse,
                       bool zero_masked, const std::string& act, const std::string& rec,
-                      bool reset_after) {
+                      bool reset_after, const OptArr<T>& zh, double zh_p) {
   const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
   rnnkit::require(reset_after || !b_hh,
                   "b_hh: the GRU with reset_after=False has no recurrent bias, expected None");
   check_opt(h0, {d.N, d.H}, "h0");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
+  rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
+  w.zh = zoneout_of(zh, zh_p, {d.T, d.N, d.H}, "zoneout_h");
   auto y = empty<T>({d.T, d.N, d.H});
   auto S = empty<T>({d.T + 1, d.N, d.H});
   auto gates = empty<T>({d.T, d.N, 3 * d.H});
@@ -308,7 +337,8 @@ template <typename T>
 py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, const Mask& mask, const OptArr<T>& rd,
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
                        const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
-                       const std::string& act, const std::string& rec, bool reset_after) {
+                       const std::string& act, const std::string& rec, bool reset_after,
+                       const OptArr<T>& zh, double zh_p) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
@@ -317,7 +347,8 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
-  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
+  rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
+  w.zh = zoneout_of(zh, zh_p, {d.T, d.N, d.H}, "zoneout_h");
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
   auto dh0 = empty<T>({d.N, d.H});
   auto dw_ih = empty<T>({3 * d.H, d.C});
@@ -453,7 +484,8 @@ void def_stream(py::module_& m, const char* name) {
   py::class_<S>(m, name)
       .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
-                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr) {
+                       const std::string& act, const std::string& rec, const OptArr<T>& w_hr,
+                       double zh_p, double zc_p) {
              const rnnkit::CellKind k = kind == "LSTM"     ? rnnkit::CellKind::LSTM
                                         : kind == "GRU"    ? rnnkit::CellKind::GRU
                                         : kind == "GRU_V1" ? rnnkit::CellKind::GRUv1
@@ -473,13 +505,20 @@ void def_stream(py::module_& m, const char* name) {
              // sizes from the weights; a one-step x of [batch, C] checks them all
              Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
              const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G, w_hr);
+             const auto zh = zoneout_of<T>(std::nullopt, zh_p, {}, "zoneout_h");
+             const auto zc = zoneout_of<T>(std::nullopt, zc_p, {}, "zoneout_c");
+             rnnkit::require(zh_p == 0.0 || k != rnnkit::CellKind::RNN,
+                             "zoneout_h: an RNN stream has no zoneout");
+             rnnkit::require(zc_p == 0.0 || k == rnnkit::CellKind::LSTM,
+                             "zoneout_c: only an LSTM has a cell state");
              return new S(k, parse_acts(act, rec), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
-                          ptr(b_hh), ptr(w_hr), d.P);
+                          ptr(b_hh), ptr(w_hr), d.P, zh.p, zc.p);
            }),
            py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
            py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
            py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
-           py::arg("w_hr").noconvert() = py::none())
+           py::arg("w_hr").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0,
+           py::arg("zoneout_c_p") = 0.0)
       // step(x: [N, C]) -> h: [N, H]
       .def("step",
            [](S& s, const py::array& x) {
@@ -605,22 +644,25 @@ void def_kernels(py::module_& m) {
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
-        py::arg("w_hr").noconvert() = py::none());
+        py::arg("w_hr").noconvert() = py::none(), py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0, py::arg("zoneout_c").noconvert() = py::none(), py::arg("zoneout_c_p") = 0.0);
   m.def("lstm_backward", &lstm_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("Cs").noconvert(),
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
         py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
-        py::arg("w_hr").noconvert() = py::none(), py::arg("M").noconvert() = py::none());
+        py::arg("w_hr").noconvert() = py::none(), py::arg("M").noconvert() = py::none(), py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0, py::arg("zoneout_c").noconvert() = py::none(), py::arg("zoneout_c_p") = 0.0,
+        py::arg("c_new").noconvert() = py::none());
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
-        py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true);
+        py::arg("zero_masked"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true,
+        py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0);
   m.def("gru_backward", &gru_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
-        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true);
+        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true,
+        py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0);
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),

@@ -604,6 +604,41 @@ inline void pass_masked_cols(const bool* m, Range r, Range c, Index H, const T* 
     if (!m[n]) std::copy(dh + n * H + c.begin, dh + n * H + c.end, dh_prev + n * H + c.begin);
 }
 
+// ---- zoneout (Krueger et al. 2016) ------------------------------------------------------------
+// A state moves only part of the way to its new value: s_t = s_new + z ⊙ (s_{t-1} - s_new), with z
+// per step and unit a 0/1 mask in training (1 = keep the previous value) or, at inference, the
+// zoneout probability p itself (the expectation). `Zoneout` is one state's z: an array
+// z: [T, N, W] (per step), or none and the constant p (p = 0: no zoneout).
+template <typename T>
+struct Zoneout {
+  const T* z = nullptr;
+  T p = T(0);
+  bool on() const { return z || p != T(0); }
+  // z of step t: [N, W] (null: the constant p)
+  const T* at(Index t, Index NW) const { return z ? z + t * NW : nullptr; }
+};
+
+// Rows r of a new state s: [N, W] in place: s = s + z ⊙ (prev - s)   (z_t: [N, W] or null = p)
+template <typename T>
+inline void zoneout_rows(const T* z_t, T p, Range r, Index W, const T* prev, T* s) {
+  for (Index i = r.begin * W; i < r.end * W; ++i) s[i] += (z_t ? z_t[i] : p) * (prev[i] - s[i]);
+}
+
+// Backward, rows r: the gradient reaching the new state, dnew = d ⊙ (1 - z)
+template <typename T>
+inline void zoneout_grad_new(const T* z_t, T p, Range r, Index W, const T* d, T* dnew) {
+  for (Index i = r.begin * W; i < r.end * W; ++i) dnew[i] = d[i] * (T(1) - (z_t ? z_t[i] : p));
+}
+
+// Backward, rows r and columns c: the gradient reaching the previous state directly,
+// dprev += d ⊙ z
+template <typename T>
+inline void zoneout_grad_prev(const T* z_t, T p, Range r, Range c, Index W, const T* d, T* dprev) {
+  for (Index n = r.begin; n < r.end; ++n)
+    for (Index j = c.begin; j < c.end; ++j)
+      dprev[n * W + j] += d[n * W + j] * (z_t ? z_t[n * W + j] : p);
+}
+
 template <typename T>
 class PackedB;  // gemm.h
 
@@ -627,6 +662,8 @@ struct Weights {
   // LSTM with projection: w_hr: [P, H] (h = w_hr (o ⊙ φ(c))), and packed w_hr^T: [H, P] (a stream)
   const T* w_hr = nullptr;
   const PackedB<T>* packed_hr = nullptr;
+  // zoneout of the state h: [T, N, Hs] (or a constant), and of an LSTM's cell state c: [T, N, H]
+  Zoneout<T> zh{}, zc{};
 };
 
 // Sequence options shared by every cell.

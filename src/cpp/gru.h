@@ -5,6 +5,9 @@
 //   n = φ(W_in x + b_in + r ⊙ (W_hn h + b_hn))
 //   h' = (1 - z) ⊙ n + z ⊙ h
 //
+// With zoneout (w.zh, Krueger et al. 2016) the state moves only part of the way:
+//   h_t = h' + z_h ⊙ (h_{t-1} - h')          (both GRU forms)
+//
 // σ is the recurrent activation (opt.acts.rec: sigmoid or Keras's hard_sigmoid), φ the activation
 // (opt.acts.act: tanh, relu or linear); PyTorch's GRU is σ = sigmoid, φ = tanh.
 #pragma once
@@ -151,6 +154,8 @@ bool gru_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w, co
               n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
         }
       });
+      // zoneout: h_t = h' + z_h ⊙ (h_{t-1} - h')
+      if (w.zh.on()) zoneout_rows(w.zh.at(t, NH), w.zh.p, rows, H, hp, hnext);
       carry_masked_rows(m, rows, H, hp, hnext);
       write_output(m, opt.zero_masked, rows, H, hnext, y + t * NH);
       drop_rows(hnext, w.rd, rows, H, hd.data());
@@ -175,6 +180,7 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
   DenormalGuard ftz;  // this thread; every parallel region guards its own
 
   Mat<T> dh_carry(N, H), dh(N, H);
+  Mat<T> dhz(w.zh.on() ? N : 0, H);  // zoneout: the gradient reaching h', dh ⊙ (1 - z_h)
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
   // on every thread: its share s of each step and its columns of w_hh: [3H, |s.cols|], packed
@@ -195,13 +201,19 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
+      const T* dnew = dh.data();
+      if (w.zh.on()) {
+        zoneout_grad_new(w.zh.at(t, NH), w.zh.p, rows, H, dh.data(), dhz.data());
+        dnew = dhz.data();
+      }
       // the fused backward pass of this thread's rows, for the cell's activation pair (φ, σ)
       with_acts(opt.acts, [&](auto phi, auto sig) {
         using Phi = decltype(phi);
         using Sig = decltype(sig);
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
-            gru_row_backward<Phi, Sig>(Gt + n * G, hp + n * H, hn_t + n * H, dh.data() + n * H,
+            gru_row_backward<Phi, Sig>(Gt + n * G, hp + n * H, hn_t + n * H, dnew + n * H,
                                        dGxt + n * G, dGht + n * G, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
@@ -211,7 +223,7 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
           auto z = Gb.middleCols(H, H).array();
           auto n = Gb.rightCols(H).array();
           auto hp_b = CMatMap<T>(hp + r0 * H, rr, H).array();
-          auto dh_b = dh.middleRows(r0, rr).array();
+          auto dh_b = CMatMap<T>(dnew + r0 * H, rr, H).array();
           auto dr = dGxb.leftCols(H).array();
           auto dz = dGxb.middleCols(H, H).array();
           auto dn = dGxb.rightCols(H).array();
@@ -238,9 +250,11 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
                     H, /*accumulate=*/false);
         apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
         dk.array() +=
-            dh.block(mr.begin, cols.begin, mr.size(), cols.size()).array() *
+            CMatMap<T>(dnew, N, H).block(mr.begin, cols.begin, mr.size(), cols.size()).array() *
             CMatMap<T>(Gt, N, G).block(mr.begin, H + cols.begin, mr.size(), cols.size()).array();
       }
+      // dh_{t-1} += dh ⊙ z_h (zoneout keeps that much of h_{t-1})
+      if (w.zh.on()) zoneout_grad_prev(w.zh.at(t, NH), w.zh.p, mr, cols, H, dh.data(), dh_carry.data());
       // masked rows: dh_{t-1} = dh
       pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
       s.sync();
@@ -434,6 +448,8 @@ bool gru_v1_forward(const Dims& d, const T* x, const T* h0, const Weights<T>& w,
               n + z * (CMatMap<T>(hp + r0 * H, rr, H).array() - n);
         }
       });
+      // zoneout: h_t = h' + z_h ⊙ (h_{t-1} - h')
+      if (w.zh.on()) zoneout_rows(w.zh.at(t, NH), w.zh.p, rows, H, hp, hnext);
       carry_masked_rows(m, rows, H, hp, hnext);
       write_output(m, opt.zero_masked, rows, H, hnext, y + t * NH);
       drop_rows(hnext, w.rd, rows, H, hd.data());
@@ -460,6 +476,7 @@ bool gru_v1_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOp
   // dh_carry: dL/dh after the current step; dh = dh_carry + dy_t; drh: dL/d(r ⊙ h̃) of a step;
   // hd: h̃_{t-1} of a step's rows (recurrent dropout only)
   Mat<T> dh_carry(N, H), dh(N, H), drh(N, H), hd(w.rd ? N : 0, H);
+  Mat<T> dhz(w.zh.on() ? N : 0, H);  // zoneout: the gradient reaching h', dh ⊙ (1 - z_h)
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, H); else dh_carry.setZero();
 
   const T* w_hn = w.w_hh + 2 * H * H;
@@ -489,19 +506,25 @@ bool gru_v1_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOp
 
       // dh = dh_carry + dy_t; then d(z pre), d(n pre) of this thread's rows
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
+      const T* dnew = dh.data();
+      if (w.zh.on()) {
+        zoneout_grad_new(w.zh.at(t, NH), w.zh.p, rows, H, dh.data(), dhz.data());
+        dnew = dhz.data();
+      }
       with_acts(opt.acts, [&](auto phi, auto sig) {
         using Phi = decltype(phi);
         using Sig = decltype(sig);
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
-            gru_v1_row_back_zn<Phi, Sig>(Gt + n * G, hp + n * H, dh.data() + n * H, dGxt + n * G, H);
+            gru_v1_row_back_zn<Phi, Sig>(Gt + n * G, hp + n * H, dnew + n * H, dGxt + n * G, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
           CMatMap<T> Gb(Gt + r0 * G, rr, G);
           MatMap<T> dGb(dGxt + r0 * G, rr, G);
           auto z = Gb.middleCols(H, H).array();
           auto n = Gb.rightCols(H).array();
-          auto dh_b = dh.middleRows(r0, rr).array();
+          auto dh_b = CMatMap<T>(dnew + r0 * H, rr, H).array();
           // d(z pre) = dh ⊙ (h_{t-1} - n) ⊙ σ'(z)
           dGb.middleCols(H, H).array() =
               dh_b * (CMatMap<T>(hp + r0 * H, rr, H).array() - n) * Sig::df(z);
@@ -544,9 +567,11 @@ bool gru_v1_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOp
         // dh_{t-1} = dh̃ ⊙ rd + dh ⊙ z
         apply_dropout_grad(w.rd, mr, cols, H, dh_carry.data());
         dh_carry.block(mr.begin, cols.begin, mr.size(), cols.size()).array() +=
-            dh.block(mr.begin, cols.begin, mr.size(), cols.size()).array() *
+            CMatMap<T>(dnew, N, H).block(mr.begin, cols.begin, mr.size(), cols.size()).array() *
             CMatMap<T>(Gt, N, G).block(mr.begin, H + cols.begin, mr.size(), cols.size()).array();
       }
+      // dh_{t-1} += dh ⊙ z_h (zoneout keeps that much of h_{t-1})
+      if (w.zh.on()) zoneout_grad_prev(w.zh.at(t, NH), w.zh.p, mr, cols, H, dh.data(), dh_carry.data());
       // masked rows: dh_{t-1} = dh
       pass_masked_cols(m, mr, cols, H, dh.data(), dh_carry.data());
       s.sync();

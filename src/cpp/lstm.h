@@ -11,6 +11,10 @@
 // With a projection (LSTMP, torch.nn.LSTM(proj_size=P), d.P > 0) the state is projected down:
 //   m = o ⊙ φ(c')  [N, H]                     h' = m · W_hr^T  [N, P]
 // so W_hh is [4H, P], and each step has a second product, [N, H] x [H, P], after the gate pass.
+//
+// With zoneout (w.zh, w.zc; Krueger et al. 2016) each state moves only part of the way:
+//   c_t = c' + z_c ⊙ (c_{t-1} - c')            h_t = h' + z_h ⊙ (h_{t-1} - h')
+// where h' is computed from the un-zoned c' (kept for backward in cache.Cnew).
 #pragma once
 
 #include <type_traits>
@@ -73,13 +77,15 @@ inline void lstm_row_backward(const float* g, const float* cp, const float* cn, 
 // What LSTM backward needs from forward, all owned by the caller.
 //   S: [T+1, N, Hs] hidden states (Hs = d.state(): P with a projection, else H), Cs: [T+1, N, H]
 //   cell states (StateIndex layout), gates: [T, N, 4H] activated gates i, f, g, o per time step,
-//   M: [T, N, H] o ⊙ φ(c) before the projection (null without one).
+//   M: [T, N, H] o ⊙ φ(c) before the projection (null without one); Cnew: [T, N, H] the cell
+//   states before zoneout (null without zoneout of c).
 template <typename T>
 struct LstmCache {
   T* S = nullptr;
   T* Cs = nullptr;
   T* gates = nullptr;
   T* M = nullptr;
+  T* Cnew = nullptr;
 };
 
 // LSTM forward.
@@ -133,6 +139,8 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
       T* cn = cache.Cs + si.after(t) * NH;
       // the gate pass's output o ⊙ φ(c_t): h_t itself, or m_t before the projection
       T* mo = P ? cache.M + t * NH : hn;
+      // and its new cell state: c_t itself, or c' before zoneout
+      T* cw = w.zc.on() ? cache.Cnew + t * NH : cn;
 
       // G_t[mr, cols] += (h_{t-1} ⊙ rd)[mr] · w_hh[cols]^T        [|mr|, Hs] x [Hs, |cols|]
       Wk.multiply(mr.size(), (w.rd ? hd.data() : hp) + mr.begin * Hs, Hs,
@@ -146,7 +154,7 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
         using Sig = decltype(sig);
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
-            lstm_row_forward<Phi, Sig>(Gt.data() + n * G, cp + n * H, cn + n * H, mo + n * H, H);
+            lstm_row_forward<Phi, Sig>(Gt.data() + n * G, cp + n * H, cw + n * H, mo + n * H, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
           auto Gb = Gt.middleRows(r0, rr);
@@ -160,19 +168,26 @@ bool lstm_forward(const Dims& d, const T* x, const T* h0, const T* c0, const Wei
           auto f = Gb.middleCols(H, H).array();
           auto g = Gb.middleCols(2 * H, H).array();
           auto o = Gb.rightCols(H).array();
-          MatMap<T> Cn(cn + r0 * H, rr, H);
+          MatMap<T> Cn(cw + r0 * H, rr, H);
           // c_t = f ⊙ c_{t-1} + i ⊙ g
           Cn.array() = f * CMatMap<T>(cp + r0 * H, rr, H).array() + i * g;
           // h_t (or m_t) = o ⊙ φ(c_t)
           MatMap<T>(mo + r0 * H, rr, H).array() = o * Phi::f(Cn.array());
         }
       });
+      if (w.zc.on()) {
+        // c_t = c' + z_c ⊙ (c_{t-1} - c')
+        std::copy(cw + rows.begin * H, cw + rows.end * H, cn + rows.begin * H);
+        zoneout_rows(w.zc.at(t, NH), w.zc.p, rows, H, cp, cn);
+      }
       if (P) {
         s.sync();
         // h_t[mr, pcols] = m_t[mr] · w_hr[pcols]^T                     [|mr|, H] x [H, |pcols|]
         Wr->multiply(mr.size(), mo + mr.begin * H, H, hn + mr.begin * P + pcols.begin, P, false);
         s.sync();
       }
+      // h_t = h' + z_h ⊙ (h_{t-1} - h')
+      if (w.zh.on()) zoneout_rows(w.zh.at(t, NHs), w.zh.p, rows, Hs, hp, hn);
       // masked rows keep the previous state
       carry_masked_rows(m, rows, Hs, hp, hn);
       carry_masked_rows(m, rows, H, cp, cn);
@@ -202,6 +217,8 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
   // dh_carry, dc: gradients w.r.t. the state after the current step; dh = dh_carry + dy_t;
   // dm: dL/dm_t = dL/dh_t · w_hr (projection only)
   Mat<T> dh_carry(N, Hs), dh(N, Hs), dc_a(N, H), dc_b(N, H), dm(P ? N : 0, H);
+  // zoneout: the gradients reaching h' and c' (dh ⊙ (1 - z_h), dc ⊙ (1 - z_c))
+  Mat<T> dhz(w.zh.on() ? N : 0, Hs), dcz(w.zc.on() ? N : 0, H);
   if (dh_n) dh_carry = CMatMap<T>(dh_n, N, Hs); else dh_carry.setZero();
   if (dc_n) dc_a = CMatMap<T>(dc_n, N, H); else dc_a.setZero();
   T* dc_final = dc_a.data();
@@ -229,17 +246,24 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       const bool* m = opt.mask_at(t, N);
       const T* Gt = cache.gates + t * N * G;
       const T* cp = cache.Cs + si.before(t) * NH;
-      const T* cn = cache.Cs + si.after(t) * NH;
+      // the new cell state c' (before zoneout)
+      const T* cn = w.zc.on() ? cache.Cnew + t * NH : cache.Cs + si.after(t) * NH;
       T* dGt = dG + t * N * G;
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, Hs, dy + t * NHs, dh_carry.data(), dh.data());
-      // the gate pass's incoming gradient, dL/d(o ⊙ φ(c_t)): dh itself, or dm
-      const T* dmo = dh.data();
+      // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
+      const T* dnew = dh.data();
+      if (w.zh.on()) {
+        zoneout_grad_new(w.zh.at(t, NHs), w.zh.p, rows, Hs, dh.data(), dhz.data());
+        dnew = dhz.data();
+      }
+      // the gate pass's incoming gradient, dL/d(o ⊙ φ(c_t)): dh' itself, or dm
+      const T* dmo = dnew;
       if (P) {
-        // keep dL/dh_t for dw_hr (masked rows: none, their m_t was not used)
+        // keep dL/dh'_t for dw_hr (masked rows: none, their m_t was not used)
         T* dHt = dHs + t * NHs;
-        std::copy(dh.data() + rows.begin * P, dh.data() + rows.end * P, dHt + rows.begin * P);
+        std::copy(dnew + rows.begin * P, dnew + rows.end * P, dHt + rows.begin * P);
         zero_masked_rows(m, rows, P, dHt);
         s.sync();
         if (s.should_stop()) break;
@@ -249,6 +273,12 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
         s.sync();
         dmo = dm.data();
       }
+      // the gradient reaching c' from later steps: dc, or dc ⊙ (1 - z_c) under zoneout
+      const T* dc_in = dc_cur;
+      if (w.zc.on()) {
+        zoneout_grad_new(w.zc.at(t, NH), w.zc.p, rows, H, dc_cur, dcz.data());
+        dc_in = dcz.data();
+      }
       // the fused backward pass of this thread's rows, for the cell's activation pair (φ, σ)
       with_acts(opt.acts, [&](auto phi, auto sig) {
         using Phi = decltype(phi);
@@ -256,7 +286,7 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
         if constexpr (std::is_same_v<T, float>) {
           for (Index n = rows.begin; n < rows.end; ++n)
             lstm_row_backward<Phi, Sig>(Gt + n * G, cp + n * H, cn + n * H, dmo + n * H,
-                                        dc_cur + n * H, dGt + n * G, dc_prev + n * H, H);
+                                        dc_in + n * H, dGt + n * G, dc_prev + n * H, H);
         } else if (rows.size()) {
           const Index r0 = rows.begin, rr = rows.size();
           CMatMap<T> Gb(Gt + r0 * G, rr, G);
@@ -266,7 +296,7 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
           auto g = Gb.middleCols(2 * H, H).array();
           auto o = Gb.rightCols(H).array();
           auto dh_b = CMatMap<T>(dmo + r0 * H, rr, H).array();
-          auto dc_b_in = CMatMap<T>(dc_cur + r0 * H, rr, H).array();
+          auto dc_b_in = CMatMap<T>(dc_in + r0 * H, rr, H).array();
           auto dc_b_out = MatMap<T>(dc_prev + r0 * H, rr, H).array();
           auto di = dGb.leftCols(H).array();
           auto df = dGb.middleCols(H, H).array();
@@ -288,6 +318,8 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
           dc_b_out = dc_b_out * f;
         }
       });
+      // dc_{t-1} += dc ⊙ z_c (zoneout keeps that much of c_{t-1})
+      if (w.zc.on()) zoneout_grad_prev(w.zc.at(t, NH), w.zc.p, rows, Range{0, H}, H, dc_cur, dc_prev);
       // masked rows: no gate gradient, dc_{t-1} = dc_t
       zero_masked_rows(m, rows, G, dGt);
       carry_masked_rows(m, rows, H, dc_cur, dc_prev);
@@ -299,6 +331,8 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
       Wk.multiply(mr.size(), dGt + mr.begin * G, G, dh_carry.data() + mr.begin * Hs + cols.begin, Hs,
                   /*accumulate=*/false);
       apply_dropout_grad(w.rd, mr, cols, Hs, dh_carry.data());
+      // dh_{t-1} += dh ⊙ z_h (zoneout keeps that much of h_{t-1})
+      if (w.zh.on()) zoneout_grad_prev(w.zh.at(t, NHs), w.zh.p, mr, cols, Hs, dh.data(), dh_carry.data());
       // masked rows: dh_{t-1} = dh
       pass_masked_cols(m, mr, cols, Hs, dh.data(), dh_carry.data());
       s.sync();

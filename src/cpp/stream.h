@@ -26,10 +26,13 @@ class Stream {
  public:
   // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, Hs], b_ih, b_hh: [G*H] (null = none),
   // w_hr: [P, H] (an LSTM's projection, P > 0; null = none, Hs = H); the state is [N, Hs] (and
-  // the LSTM cell state [N, H]), zero to start with; acts: the cell's activations.
+  // the LSTM cell state [N, H]), zero to start with; acts: the cell's activations; zh_p, zc_p:
+  // zoneout probabilities of h and c (inference: each step moves the state by 1 - p of the way).
   Stream(CellKind kind, CellActs acts, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
-         const T* b_ih, const T* b_hh, const T* w_hr = nullptr, Index P = 0)
-      : kind_(kind), acts_(acts), C_(C), H_(H), N_(N), G_(gates_of(kind) * H), P_(w_hr ? P : 0),
+         const T* b_ih, const T* b_hh, const T* w_hr = nullptr, Index P = 0, T zh_p = T(0),
+         T zc_p = T(0))
+      : kind_(kind), acts_(acts), zh_p_(zh_p), zc_p_(zc_p), C_(C), H_(H), N_(N),
+        G_(gates_of(kind) * H), P_(w_hr ? P : 0),
         Hs_(P_ ? P_ : H), w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, Hs_)),
         w_hr_(P_ ? Mat<T>(CMatMap<T>(w_hr, P_, H)) : Mat<T>()),
         b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
@@ -101,6 +104,8 @@ class Stream {
       w.w_hr = w_hr_.data();
       w.packed_hr = &packed_hr_;
     }
+    w.zh = {nullptr, zh_p_};
+    w.zc = {nullptr, zc_p_};
     SeqOptions opt{};
     opt.acts = acts_;
     const Index NH = N_ * H_, NHs = N_ * Hs_;
@@ -108,7 +113,7 @@ class Stream {
     switch (kind_) {
       case CellKind::LSTM:
         completed = lstm_forward<T>(d, x, h_.data(), c_.data(), w, opt, y,
-                                    {S_.get(), Cs_.get(), gates_.get(), M_.get()});
+                                    {S_.get(), Cs_.get(), gates_.get(), M_.get(), Cnew_.get()});
         // carried cell state c = Cs[steps]
         if (completed)
           std::copy(Cs_.get() + steps * NH, Cs_.get() + (steps + 1) * NH, c_.data());
@@ -139,6 +144,7 @@ class Stream {
     const Index NH = N_ * H_;
     S_.reset(new T[(steps + 1) * N_ * Hs_]);
     if (P_) M_.reset(new T[steps * NH]);
+    if (kind_ == CellKind::LSTM && zc_p_ != T(0)) Cnew_.reset(new T[steps * NH]);
     gates_.reset(new T[steps * N_ * G_]);
     if (kind_ == CellKind::LSTM) Cs_.reset(new T[(steps + 1) * NH]);
     if (kind_ == CellKind::GRU || kind_ == CellKind::GRUv1) hn_.reset(new T[steps * NH]);
@@ -147,12 +153,13 @@ class Stream {
 
   CellKind kind_;
   CellActs acts_;
+  T zh_p_, zc_p_;
   Index C_, H_, N_, G_, P_, Hs_;
   Mat<T> w_ih_, w_hh_, w_hr_;
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
   PackedB<T> packed_ih_, packed_hh_, packed_hn_, packed_hr_;
-  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_, M_;  // workspaces (see reserve)
+  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_, M_, Cnew_;  // workspaces (see reserve)
   Index cap_ = 0;
   mutable std::mutex mu_;
 };

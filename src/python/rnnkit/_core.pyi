@@ -28,30 +28,37 @@ def rnn_backward(x: Array, w_ih: Array, w_hh: Array, activation: str, mask: Mask
 # -> y: [T, N, H], S, Cs: [T+1, N, H], gates: [T, N, 4H], M: None
 # with a projection w_hr: [P, H]: w_hh: [4H, P], h0, y, S: [.., P], M: [T, N, H] (o ⊙ φ(c)),
 # and backward also returns dw_hr: [P, H] (else None)
+# zoneout of h / c: a mask [T, N, Hs] / [T, N, H] (training) or a probability *_p (inference);
+# with zoneout of c the forward also returns c_new: [T, N, H] (c before zoneout; else None)
 def lstm_forward(x: Array, h0: Optional[Array], c0: Optional[Array], w_ih: Array, w_hh: Array,
                  b_ih: Optional[Array], b_hh: Optional[Array], mask: Mask, rd: Optional[Array],
                  reverse: bool, zero_masked: bool, activation: str = "tanh",
-                 recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None
-                 ) -> Tuple[Array, Array, Array, Array, Optional[Array]]: ...
+                 recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None,
+                 zoneout_h: Optional[Array] = None, zoneout_h_p: float = 0.0,
+                 zoneout_c: Optional[Array] = None, zoneout_c_p: float = 0.0
+                 ) -> Tuple[Array, Array, Array, Array, Optional[Array], Optional[Array]]: ...
 # -> dx: [T, N, C] or None, dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db: [4H]
 def lstm_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Array], reverse: bool,
                   zero_masked: bool, S: Array, Cs: Array, gates: Array, dy: Array, dh_n: Optional[Array],
                   dc_n: Optional[Array], need_dx: bool, activation: str = "tanh",
                   recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None,
-                  M: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+                  M: Optional[Array] = None, zoneout_h: Optional[Array] = None,
+                  zoneout_h_p: float = 0.0, zoneout_c: Optional[Array] = None,
+                  zoneout_c_p: float = 0.0, c_new: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
 # x: [T, N, C], h0: [N, H], w_ih: [3H, C], w_hh: [3H, H], b: [3H]
 # -> y: [T, N, H], S: [T+1, N, H], gates: [T, N, 3H], hn: [T, N, H]
 def gru_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array],
                 b_hh: Optional[Array], mask: Mask, rd: Optional[Array], reverse: bool,
                 zero_masked: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                reset_after: bool = True) -> Tuple[Array, Array, Array, Array]: ...
+                reset_after: bool = True, zoneout_h: Optional[Array] = None,
+                zoneout_h_p: float = 0.0) -> Tuple[Array, Array, Array, Array]: ...
 # hn: W_hn h + b_hn (reset_after) or r ⊙ h̃ (reset_after=False, then b_hh must be None)
 # -> dx: [T, N, C] or None, dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih: [3H],
 #    db_hh: [3H] (None when reset_after=False)
 def gru_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Array], reverse: bool,
                  zero_masked: bool, S: Array, gates: Array, hn: Array, dy: Array, dh_n: Optional[Array],
                  need_dx: bool, activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 reset_after: bool = True
+                 reset_after: bool = True, zoneout_h: Optional[Array] = None, zoneout_h_p: float = 0.0
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array, Optional[Array]]: ...
 
 # x: [..., K] -> [..., K] / [...]
@@ -69,7 +76,8 @@ class _Stream:
     kind: 'RNN' | 'LSTM' | 'GRU' | 'GRU_V1' (reset_after=False)."""
     def __init__(self, kind: str, w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
                  batch_size: int, activation: str = "tanh",
-                 recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None) -> None: ...
+                 recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None,
+                 zoneout_h_p: float = 0.0, zoneout_c_p: float = 0.0) -> None: ...
     # x: [N, C] -> h: [N, H]
     def step(self, x: Array) -> Array: ...
     # x: [steps, N, C] -> y: [steps, N, H]

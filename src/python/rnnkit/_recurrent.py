@@ -64,7 +64,7 @@ class Run(NamedTuple):
 def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional[Array]]] = None, *,
             mask: Optional[Array] = None, reverse: bool = False, zero_output: bool = False,
             rd: Optional[Array] = None, activation: str = "tanh",
-            recurrent_activation: str = "sigmoid") -> Run:
+            recurrent_activation: str = "sigmoid", zoneout_h: Any = None, zoneout_c: Any = None) -> Run:
     """One layer, one direction, the whole sequence.
 
     Parameters
@@ -80,6 +80,9 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     activation, recurrent_activation
         The cell's activation and its gates' (see :data:`rnnkit._checks.CELL_ACTIVATIONS`,
         :data:`rnnkit._checks.GATE_ACTIVATIONS`; ``rnn`` has no gates).
+    zoneout_h, zoneout_c
+        Zoneout of h (lstm, gru, gru_v1) and of c (lstm): None, a probability (inference) or a
+        mask ``[T, N, H]`` (training), see :func:`rnnkit.functional.lstm_forward`.
 
     Shapes
     ------
@@ -88,13 +91,16 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     init = list(initial) if initial is not None else [None] * n_states(cell)
     kw = dict(mask=mask, reverse=reverse, zero_output_for_mask=zero_output, recurrent_dropout_mask=rd)
     acts = dict(activation=activation, recurrent_activation=recurrent_activation)
+    if (zoneout_c is not None and cell != "lstm") or (zoneout_h is not None and cell == "rnn"):
+        raise ValueError(f"zoneout: the {cell} cell has no zoneout of "
+                         f"{'c' if zoneout_c is not None and cell != 'lstm' else 'h'}")
     if cell == "lstm":
         o = F.lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw,
-                           **acts, w_hr=w.get("w_hr"))
+                           **acts, w_hr=w.get("w_hr"), zoneout_h=zoneout_h, zoneout_c=zoneout_c)
         return Run(o.y, [o.h_n, o.c_n], o.cache)
     if cell in ("gru", "gru_v1"):
         o = F.gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **kw, **acts,
-                          reset_after=cell == "gru")
+                          reset_after=cell == "gru", zoneout_h=zoneout_h)
     elif cell == "rnn":
         o = F.rnn_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
                           nonlinearity=activation, **kw)

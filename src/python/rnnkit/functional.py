@@ -44,7 +44,7 @@ the backward function.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -65,6 +65,12 @@ Array = np.ndarray
 # caches and results
 # ---------------------------------------------------------------------------------------------
 
+# A state's zoneout as the kernels take it: a per-step array [T, N, W] (training masks) or a
+# constant probability (inference); (None, 0.0) = none.
+Zoneout = Tuple[Optional[Array], float]
+NO_ZONEOUT: Zoneout = (None, 0.0)
+
+
 @dataclass(frozen=True)
 class _CacheBase:
     x: Array                 # [T, N, C]
@@ -76,6 +82,7 @@ class _CacheBase:
     zero_output_for_mask: bool
     S: Array                 # [T+1, N, H] states (h0 and the state after every step)
     rd: Optional[Array]      # [N, H] recurrent dropout mask (or None)
+    zoneout_h: Zoneout = NO_ZONEOUT  # zoneout of h: [T, N, H] mask or a probability
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class LSTMCache(_CacheBase):
     recurrent_activation: str = "sigmoid"
     w_hr: Optional[Array] = None  # [P, H] the projection (LSTMP), or None
     m: Optional[Array] = None     # [T, N, H] o ⊙ φ(c) before the projection (LSTMP only)
+    zoneout_c: Zoneout = NO_ZONEOUT  # zoneout of c: [T, N, H] mask or a probability
+    c_new: Optional[Array] = None  # [T, N, H] the cell states before zoneout (zoneout of c only)
 
 
 @dataclass(frozen=True)
@@ -254,11 +263,15 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
     else:
         check_cell_activations(cache.activation, cache.recurrent_activation,
                                names=("cache.activation", "cache.recurrent_activation"))
+    _check_zoneout("zoneout_h", cache.zoneout_h, dt, (T, N, P))
     if isinstance(cache, LSTMCache):
         _cache_array("c_states", cache.c_states, dt, (T + 1, N, H))
         _cache_array("gates", cache.gates, dt, (T, N, 4 * H))
         if w_hr is not None:
             _cache_array("m", cache.m, dt, (T, N, H))
+        _check_zoneout("zoneout_c", cache.zoneout_c, dt, (T, N, H))
+        if cache.zoneout_c[0] is not None or cache.zoneout_c[1] != 0.0:
+            _cache_array("c_new", cache.c_new, dt, (T, N, H))
     if isinstance(cache, GRUCache):
         if not isinstance(cache.reset_after, bool):
             raise ValueError(f"cache.reset_after: expected a bool, got {cache.reset_after!r:.80}")
@@ -272,6 +285,31 @@ def _grad_arg(name: str, a, like: Array, shape) -> Optional[Array]:
     a = as_float_array(name, a, like.dtype)
     check_shape(name, a, shape)
     return a
+
+
+def _zoneout(name: str, z: Any, shape: Tuple[int, ...], dtype: np.dtype) -> Zoneout:
+    """A state's zoneout argument, checked: None (none), a probability in [0, 1) (inference: the
+    expectation) or a per-step array of ``shape`` with values in [0, 1] (training masks, 1 =
+    keep the previous value)."""
+    if z is None:
+        return NO_ZONEOUT
+    if isinstance(z, (float, int, np.floating, np.integer)) and not isinstance(z, (bool, np.bool_)):
+        p = float(z)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name}: expected a zoneout probability in [0, 1) or a mask array, got {p}")
+        return (None, p)
+    a = as_float_array(name, z, dtype)
+    check_shape(name, a, shape, "= (T, N, H)")
+    if a.size and not (np.all(a >= 0) and np.all(a <= 1)):
+        raise ValueError(f"{name}: expected mask values in [0, 1] (1 = keep the previous state)")
+    return (a, 0.0)
+
+
+def _check_zoneout(name: str, z: Any, dt: np.dtype, shape: Tuple[int, ...]) -> None:
+    if not (isinstance(z, tuple) and len(z) == 2 and isinstance(z[1], float)):
+        raise ValueError(f"cache.{name}: expected an (array or None, probability) pair, got {z!r:.80}")
+    if z[0] is not None:
+        _cache_array(name, z[0], dt, shape)
 
 
 def _bias_grads(cache: _CacheBase, db_ih: Array, db_hh: Array):
@@ -314,7 +352,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
                              a.mask, a.rd, bool(reverse), bool(zero_output_for_mask))
     h_n = S[0 if reverse else -1].copy()
     cache = RNNCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                     bool(reverse), bool(zero_output_for_mask), S, a.rd, nonlinearity)
+                     bool(reverse), bool(zero_output_for_mask), S, a.rd, nonlinearity=nonlinearity)
     return RNNOutput(y, h_n, cache)
 
 
@@ -349,7 +387,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
                  zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 w_hr=None) -> LSTMOutput:
+                 w_hr=None, zoneout_h=None, zoneout_c=None) -> LSTMOutput:
     r"""LSTM over a whole sequence, PyTorch's gate order i, f, g, o.
 
     .. math::
@@ -365,6 +403,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     :math:`h_t = W_{hr} (o \odot \phi(c_t))` of size P: then ``w_hh`` is ``[4H, P]``, ``h0``,
     ``h_n`` and ``y``'s last axis are P wide, and the cell state stays H wide.
 
+    Zoneout (Krueger et al. 2016): ``zoneout_h`` and ``zoneout_c`` are each None, a probability
+    p in [0, 1) (inference: the expectation) or a mask ``[T, N, H]`` (``[T, N, P]`` for h with a
+    projection) of values in [0, 1] (training: 1 keeps the previous value). Each state then moves
+    only part of the way: :math:`c_t = c' + z_c \odot (c_{t-1} - c')`,
+    :math:`h_t = h' + z_h \odot (h_{t-1} - h')`, where :math:`h'` comes from the un-zoned
+    :math:`c'`.
+
     Shapes
     ------
     x: [T, N, C], h0, c0: [N, H], w_ih: [4H, C], w_hh: [4H, H], b_ih, b_hh: [4H], mask: [T, N]
@@ -378,13 +423,17 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
     a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask,
                   recurrent_dropout_mask, w_hr)
     check_cell_activations(activation, recurrent_activation)
-    y, S, Cs, gates, m = _core.lstm_forward(a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih,
-                                            a.b_hh, a.mask, a.rd, bool(reverse), bool(zero_output_for_mask),
-                                            activation, recurrent_activation, a.w_hr)
+    T, N = a.x.shape[:2]
+    Hs, H = a.w_hh.shape[1], a.w_hh.shape[0] // 4
+    zh = _zoneout("zoneout_h", zoneout_h, (T, N, Hs), a.x.dtype)
+    zc = _zoneout("zoneout_c", zoneout_c, (T, N, H), a.x.dtype)
+    y, S, Cs, gates, m, c_new = _core.lstm_forward(
+        a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask, a.rd, bool(reverse),
+        bool(zero_output_for_mask), activation, recurrent_activation, a.w_hr, zh[0], zh[1], zc[0], zc[1])
     last = 0 if reverse else -1
     cache = LSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                      bool(reverse), bool(zero_output_for_mask), S, a.rd, Cs, gates, activation,
-                      recurrent_activation, a.w_hr, m)
+                      bool(reverse), bool(zero_output_for_mask), S, a.rd, zh, Cs, gates, activation,
+                      recurrent_activation, a.w_hr, m, zc, c_new)
     return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
 
 
@@ -409,7 +458,8 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
     dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = _core.lstm_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx), cache.activation,
-        cache.recurrent_activation, cache.w_hr, cache.m)
+        cache.recurrent_activation, cache.w_hr, cache.m, cache.zoneout_h[0], cache.zoneout_h[1],
+        cache.zoneout_c[0], cache.zoneout_c[1], cache.c_new)
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()), dw_hr)
 
 
@@ -420,7 +470,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: bool = False,
                 zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
                 activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                reset_after: bool = True) -> GRUOutput:
+                reset_after: bool = True, zoneout_h=None) -> GRUOutput:
     r"""GRU over a whole sequence, gate order r, z, n. With ``reset_after=True`` (PyTorch's form,
     Keras 3's default) the reset gate multiplies the recurrent product:
 
@@ -436,6 +486,9 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
         n = \phi(W_{in} x_t + b_{in} + W_{hn} (r \odot h_{t-1}))
 
     Both run in the fused kernels (the second with two recurrent products per step).
+
+    ``zoneout_h``: None, a probability (inference) or a mask ``[T, N, H]`` (training), as in
+    :func:`lstm_forward`: :math:`h_t = h' + z_h \odot (h_{t-1} - h')`.
 
     :math:`\phi` is ``activation`` (``'tanh'``, ``'relu'``, ``'linear'``) and :math:`\sigma`
     ``recurrent_activation`` (``'sigmoid'``, ``'hard_sigmoid'``), all in the fused kernels.
@@ -455,11 +508,12 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     check_cell_activations(activation, recurrent_activation)
     if not reset_after and a.b_hh is not None:
         raise ValueError("b_hh: the GRU with reset_after=False has no recurrent bias, expected None")
+    zh = _zoneout("zoneout_h", zoneout_h, a.x.shape[:2] + (a.w_hh.shape[1],), a.x.dtype)
     y, S, gates, hn = _core.gru_forward(a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.mask,
                                         a.rd, bool(reverse), bool(zero_output_for_mask),
-                                        activation, recurrent_activation, bool(reset_after))
+                                        activation, recurrent_activation, bool(reset_after), zh[0], zh[1])
     cache = GRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
-                     bool(reverse), bool(zero_output_for_mask), S, a.rd, gates, hn, activation,
+                     bool(reverse), bool(zero_output_for_mask), S, a.rd, zh, gates, hn, activation,
                      recurrent_activation, bool(reset_after))
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
@@ -481,5 +535,5 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx), cache.activation,
-        cache.recurrent_activation, cache.reset_after)
+        cache.recurrent_activation, cache.reset_after, cache.zoneout_h[0], cache.zoneout_h[1])
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))

@@ -25,6 +25,7 @@ import numpy as np
 
 from rnnkit import _core
 from rnnkit._checks import as_float_array, check_cell_activations, check_fits_memory, check_positive_int
+from rnnkit._checks import check_rate
 from rnnkit._checks import recurrent_weights
 
 __all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
@@ -37,7 +38,8 @@ class _Stream:
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 kind: Optional[str] = None, w_hr=None) -> None:
+                 kind: Optional[str] = None, w_hr=None, zoneout: float = 0.0,
+                 zoneout_cell: float = 0.0) -> None:
         batch_size = check_positive_int("batch_size", batch_size)
         check_cell_activations(activation, recurrent_activation)
         kind = kind or self._kind
@@ -55,7 +57,8 @@ class _Stream:
                           f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
         self._impl = impl_cls(kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
-                              recurrent_activation, w_hr)
+                              recurrent_activation, w_hr, check_rate("zoneout", zoneout),
+                              check_rate("zoneout_cell", zoneout_cell))
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
         self.step = self._impl.step
@@ -113,13 +116,17 @@ class RNNStream(_Stream):
 
 class LSTMStream(_Stream):
     """Streaming LSTM (gate order i, f, g, o), with a projection ``w_hr: [P, H]`` (LSTMP: the
-    state and each step's output are P wide) when given. See the module documentation."""
+    state and each step's output are P wide) when given, and the inference form of zoneout
+    (``zoneout``, ``zoneout_cell``: each step moves h, c by ``1 - rate`` of the way). See the
+    module documentation."""
     _kind = "LSTM"
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, *, batch_size: int = 1,
-                 activation: str = "tanh", recurrent_activation: str = "sigmoid") -> None:
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid",
+                 zoneout: float = 0.0, zoneout_cell: float = 0.0) -> None:
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
-                         recurrent_activation=recurrent_activation, w_hr=w_hr)
+                         recurrent_activation=recurrent_activation, w_hr=w_hr, zoneout=zoneout,
+                         zoneout_cell=zoneout_cell)
 
     @property
     def c(self) -> np.ndarray:
@@ -135,10 +142,10 @@ class GRUStream(_Stream):
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 reset_after: bool = True) -> None:
+                 reset_after: bool = True, zoneout: float = 0.0) -> None:
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
                          recurrent_activation=recurrent_activation,
-                         kind="GRU" if reset_after else "GRU_V1")
+                         kind="GRU" if reset_after else "GRU_V1", zoneout=zoneout)
 
 
 class StackedStream:

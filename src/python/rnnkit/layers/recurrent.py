@@ -110,6 +110,16 @@ class _RNN(Layer):
     def _reset_after(self) -> bool:
         return True
 
+    def _zoneout(self, rate: float, training: bool, shape: Tuple[int, ...], dtype: Any) -> Any:
+        """A state's zoneout for one call: None without it; in training a fresh per-step mask
+        ``[T, N, U]`` (1 = keep the previous value, with probability ``rate``); at inference the
+        rate itself (the expectation)."""
+        if not rate:
+            return None
+        if training:
+            return (self.rng.random(shape) < rate).astype(dtype)
+        return float(rate)
+
     def _recurrent_activation_name(self) -> str:
         ra = getattr(self, "recurrent_activation", None)
         return "sigmoid" if ra is None else ra.name
@@ -252,11 +262,14 @@ class _RNN(Layer):
         xt = x.transpose(1, 0, 2)  # time-major: no copy when x is a view of time-major memory
         if dp is not None:
             xt = xt * dp[None]
+        zh = self._zoneout(getattr(self, "zoneout", 0.0), training, (T, N, self.units), dtype)
+        zc = self._zoneout(getattr(self, "zoneout_cell", 0.0), training, (T, N, self.units), dtype)
         run = _recurrent.forward(self.cell, xt, self.kernel_weights(), states,
                                  mask=None if m is None else np.ascontiguousarray(m.T),
                                  reverse=self.go_backwards, zero_output=self.zero_output_for_mask,
                                  rd=rdm, activation=self.activation.name,
-                                 recurrent_activation=self._recurrent_activation_name())
+                                 recurrent_activation=self._recurrent_activation_name(),
+                                 zoneout_h=zh, zoneout_c=zc)
         if self.stateful:
             self.states = [s.copy() for s in run.finals]
         last = 0 if self.go_backwards else T - 1
@@ -434,6 +447,11 @@ class LSTM(_RNN):
         σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'`` (Keras 3's,
         ``clip(x/6 + 1/2, 0, 1)``). Every pair runs in the fused kernels at the same speed;
         other activations raise ValueError.
+    zoneout, zoneout_cell
+        Zoneout rates of ``h`` and of ``c`` in [0, 1) (Krueger et al. 2016, who suggest 0.05 and
+        0.5; haste's ``zoneout`` is the first): in training each unit keeps its previous value
+        with that probability at every step, at inference the state moves by ``1 - rate`` of the
+        way. rnnkit extensions (keyword only), in the fused kernels.
     unit_forget_bias
         Initialise the forget-gate block of the bias to one (Keras default True).
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
@@ -458,13 +476,16 @@ class LSTM(_RNN):
                  unit_forget_bias: bool = True, dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
-                 zero_output_for_mask: bool = False, **kwargs: Any) -> None:
+                 zero_output_for_mask: bool = False, *, zoneout: float = 0.0,
+                 zoneout_cell: float = 0.0, **kwargs: Any) -> None:
         _kernel_activations(activation, recurrent_activation)
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.unit_forget_bias = bool(unit_forget_bias)
+        self.zoneout = check_rate("zoneout", zoneout)
+        self.zoneout_cell = check_rate("zoneout_cell", zoneout_cell)
 
     def _init_bias(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         U = self.units
@@ -480,6 +501,8 @@ class LSTM(_RNN):
         cfg = super().get_config()
         cfg["recurrent_activation"] = activations.serialize(self.recurrent_activation)
         cfg["unit_forget_bias"] = self.unit_forget_bias
+        cfg["zoneout"] = self.zoneout
+        cfg["zoneout_cell"] = self.zoneout_cell
         return cfg
 
 
@@ -495,6 +518,10 @@ class GRU(_RNN):
     recurrent_activation
         σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'``. All in the fused kernels;
         other activations raise ValueError.
+    zoneout
+        Zoneout rate of ``h`` in [0, 1) (Krueger et al. 2016; haste's ``zoneout``): in training
+        each unit keeps its previous value with that probability at every step, at inference the
+        state moves by ``1 - zoneout`` of the way. An rnnkit extension (keyword only).
     reset_after
         True (default, Keras 3 and PyTorch's form, run by the compiled kernel): the reset gate
         multiplies ``h R_h + b_rec``; False (the original form, run in vectorised NumPy): it
@@ -522,13 +549,14 @@ class GRU(_RNN):
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, seed: Optional[int] = None,
                  return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
                  stateful: bool = False, unroll: bool = False, reset_after: bool = True,
-                 zero_output_for_mask: bool = False, **kwargs: Any) -> None:
+                 zero_output_for_mask: bool = False, *, zoneout: float = 0.0, **kwargs: Any) -> None:
         _kernel_activations(activation, recurrent_activation)
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.reset_after = bool(reset_after)
+        self.zoneout = check_rate("zoneout", zoneout)
 
     @property
     def cell(self) -> str:
@@ -541,4 +569,5 @@ class GRU(_RNN):
         cfg = super().get_config()
         cfg["recurrent_activation"] = activations.serialize(self.recurrent_activation)
         cfg["reset_after"] = self.reset_after
+        cfg["zoneout"] = self.zoneout
         return cfg
