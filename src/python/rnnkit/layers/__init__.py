@@ -2,6 +2,9 @@
 
 - Recurrent: :class:`SimpleRNN`, :class:`LSTM`, :class:`GRU` (Keras 3 arguments and semantics,
   compiled kernels; GRU ``reset_after=False`` in NumPy).
+- Cells: :class:`SimpleRNNCell`, :class:`LSTMCell`, :class:`GRUCell` (one step; ``RNN(cell)`` runs
+  the fused kernels), :class:`StackedRNNCells`, :class:`RNN`, and :class:`AbstractRNNCell`, the
+  protocol of a cell of your own (``RNN`` runs it step by step).
 - Wrappers: :class:`Bidirectional`, :class:`TimeDistributed`.
 - Core: :class:`Dense`, :class:`Activation`, :class:`Embedding`, :class:`Dropout`,
   :class:`Masking`; reshaping: :class:`Flatten`, :class:`Reshape`, :class:`Permute`,
@@ -28,11 +31,13 @@ from rnnkit.layers.normalization import BatchNormalization, LayerNormalization
 from rnnkit.layers.pooling import (AveragePooling1D, AvgPool1D, GlobalAveragePooling1D, GlobalAvgPool1D,
                                    GlobalMaxPool1D, GlobalMaxPooling1D, MaxPool1D, MaxPooling1D)
 from rnnkit.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnnkit.layers.rnn_cells import RNN, AbstractRNNCell, GRUCell, LSTMCell, SimpleRNNCell, StackedRNNCells
 from rnnkit.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from rnnkit.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Layer", "Context", "Input", "InputLayer", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
+    "Layer", "Context", "Input", "InputLayer", "SimpleRNN", "LSTM", "GRU", "RNN", "SimpleRNNCell",
+    "LSTMCell", "GRUCell", "StackedRNNCells", "AbstractRNNCell", "Bidirectional",
     "TimeDistributed", "Dense", "Activation", "Embedding", "Dropout", "Masking", "Flatten", "Reshape",
     "Permute", "RepeatVector", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Minimum", "Dot", "Attention", "AdditiveAttention", "LayerNormalization", "BatchNormalization",

@@ -418,7 +418,8 @@ def register(cls: Optional[Type[Layer]] = None, *, name: Optional[str] = None) -
 
 
 # modules whose import registers the built-in layers
-_LAYER_MODULES = ("rnnkit.layers.core", "rnnkit.layers.recurrent", "rnnkit.layers.wrappers",
+_LAYER_MODULES = ("rnnkit.layers.core", "rnnkit.layers.recurrent", "rnnkit.layers.rnn_cells",
+                  "rnnkit.layers.wrappers",
                   "rnnkit.layers.merge", "rnnkit.layers.attention", "rnnkit.layers.normalization",
                   "rnnkit.layers.pooling", "rnnkit.layers.conv", "rnnkit.layers.reshaping",
                   "rnnkit.layers.input_layer")

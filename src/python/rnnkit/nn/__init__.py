@@ -1,4 +1,5 @@
-r"""PyTorch-style modules over NumPy arrays: :class:`RNN`, :class:`LSTM`, :class:`GRU`,
+r"""PyTorch-style modules over NumPy arrays: :class:`RNN`, :class:`LSTM`, :class:`GRU`, the cells
+:class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`,
 :class:`Linear`, :class:`Embedding`, :class:`Dropout`, :class:`Sequential`, the losses
 :class:`CrossEntropyLoss`, :class:`BCEWithLogitsLoss`, :class:`MSELoss`, and :mod:`rnnkit.nn.utils`
 (gradient clipping; padding/packing in :mod:`rnnkit.nn.utils.rnn`).
@@ -16,6 +17,9 @@ clears them.
 - ``linear.py``: :class:`Linear`;
 - ``recurrent.py``: :class:`RNN`, :class:`LSTM`, :class:`GRU`, adapters over
   :mod:`rnnkit._recurrent`, the same recurrent core as the Keras-style layers;
+- ``cells.py``: :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`, one time step each (the
+  fused kernels with ``T = 1``; backpropagation through time over a loop of cells with
+  ``last_step``/``backward(..., step=...)``);
 - ``sparse.py``: :class:`Embedding`; ``dropout.py``: :class:`Dropout`; ``containers.py``:
   :class:`Sequential`;
 - ``loss.py``: :class:`CrossEntropyLoss`, :class:`BCEWithLogitsLoss`, :class:`MSELoss`, whose
@@ -65,6 +69,7 @@ True
 """
 from __future__ import annotations
 
+from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell
 from rnnkit.nn.containers import Sequential
 from rnnkit.nn.dropout import Dropout
 from rnnkit.nn.linear import Linear
@@ -74,5 +79,6 @@ from rnnkit.nn.recurrent import GRU, LSTM, RNN
 from rnnkit.nn.sparse import Embedding
 from rnnkit.nn import utils
 
-__all__ = ["Parameter", "Module", "RNN", "LSTM", "GRU", "Linear", "IncompatibleKeys", "Sequential",
-           "Embedding", "Dropout", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "utils"]
+__all__ = ["Parameter", "Module", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear",
+           "IncompatibleKeys", "Sequential", "Embedding", "Dropout", "MSELoss", "CrossEntropyLoss",
+           "BCEWithLogitsLoss", "utils"]
