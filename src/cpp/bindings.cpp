@@ -18,6 +18,8 @@
 #include "interrupt.h"
 #include "gru.h"
 #include "lstm.h"
+#include "lstm_ln.h"
+#include "gru_ln.h"
 #include "optim.h"
 #include "pool.h"
 #include "rnn.h"
@@ -295,6 +297,195 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   call.finish(completed);
   return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db,
                         d.P ? py::object(dw_hr) : py::none());
+}
+
+// ----------------------------------- LayerNorm LSTM ------------------------------------------
+
+// The LayerNorm cells' gains and biases, checked: gx, gh: [G*H]; gc, bc: [H] (LSTM only).
+template <typename T>
+rnnkit::LnParams<T> ln_params(const Arr<T>& gx, const Arr<T>& gh, const OptArr<T>& gc,
+                              const OptArr<T>& bc, const rnnkit::Dims& d, Index G, bool lstm) {
+  check_shape(gx, {G * d.H}, "gamma_x");
+  check_shape(gh, {G * d.H}, "gamma_h");
+  rnnkit::require(!lstm || (gc && bc), "gamma_c, beta_c: the LayerNorm LSTM needs both");
+  if (lstm) {
+    check_shape(*gc, {d.H}, "gamma_c");
+    check_shape(*bc, {d.H}, "beta_c");
+  }
+  return {gx.data(), gh.data(), ptr(gc), ptr(bc)};
+}
+
+template <typename T>
+py::tuple lstm_ln_forward(const Arr<T>& x, const OptArr<T>& h0, const OptArr<T>& c0,
+                          const Arr<T>& w_ih, const Arr<T>& w_hh, const OptArr<T>& b_ih,
+                          const OptArr<T>& b_hh, const Arr<T>& gx, const Arr<T>& gh,
+                          const OptArr<T>& gc, const OptArr<T>& bc, const Mask& mask,
+                          const OptArr<T>& rd, bool reverse, bool zero_masked,
+                          const std::string& act, const std::string& rec) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 4);
+  const auto ln = ln_params(gx, gh, gc, bc, d, 4, true);
+  check_opt(h0, {d.N, d.H}, "h0");
+  check_opt(c0, {d.N, d.H}, "c0");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
+  auto y = empty<T>({d.T, d.N, d.H});
+  auto S = empty<T>({d.T + 1, d.N, d.H});
+  auto Cs = empty<T>({d.T + 1, d.N, d.H});
+  auto gates = empty<T>({d.T, d.N, 4 * d.H});
+  auto Xh = empty<T>({d.T, d.N, 4 * d.H});
+  auto Rh = empty<T>({d.T, d.N, 4 * d.H});
+  auto Ch = empty<T>({d.T, d.N, d.H});
+  auto rstd = empty<T>({d.T, d.N, 3});
+  KernelCall call;
+  bool completed;
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> gh_ws(d.N, 4 * d.H);
+    completed = rnnkit::lstm_ln_forward<T>(
+        d, x.data(), ptr(h0), ptr(c0), w, ln, opt, y.mutable_data(),
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), Xh.mutable_data(),
+         Rh.mutable_data(), Ch.mutable_data(), rstd.mutable_data()},
+        gh_ws.data());
+  }
+  call.finish(completed);
+  return py::make_tuple(y, S, Cs, gates, Xh, Rh, Ch, rstd);
+}
+
+template <typename T>
+py::tuple lstm_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                           const Arr<T>& gx, const Arr<T>& gh, const OptArr<T>& gc,
+                           const OptArr<T>& bc, const Mask& mask, const OptArr<T>& rd,
+                           bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
+                           Arr<T>& Xh, Arr<T>& Rh, Arr<T>& Ch, Arr<T>& rstd, const Arr<T>& dy,
+                           const OptArr<T>& dh_n, const OptArr<T>& dc_n, bool need_dx,
+                           const std::string& act, const std::string& rec) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
+  const auto ln = ln_params(gx, gh, gc, bc, d, 4, true);
+  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+  check_shape(Cs, {d.T + 1, d.N, d.H}, "cache.c_states");
+  check_shape(gates, {d.T, d.N, 4 * d.H}, "cache.gates");
+  check_shape(Xh, {d.T, d.N, 4 * d.H}, "cache.x_hat");
+  check_shape(Rh, {d.T, d.N, 4 * d.H}, "cache.r_hat");
+  check_shape(Ch, {d.T, d.N, d.H}, "cache.c_hat");
+  check_shape(rstd, {d.T, d.N, 3}, "cache.rstd");
+  check_shape(dy, {d.T, d.N, d.H}, "dy");
+  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  check_opt(dc_n, {d.N, d.H}, "dc_n");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
+  auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
+  auto dh0 = empty<T>({d.N, d.H});
+  auto dc0 = empty<T>({d.N, d.H});
+  auto dw_ih = empty<T>({4 * d.H, d.C});
+  auto dw_hh = empty<T>({4 * d.H, d.H});
+  auto db = empty<T>({4 * d.H});
+  auto dgx = empty<T>({4 * d.H});
+  auto dgh = empty<T>({4 * d.H});
+  auto dgc = empty<T>({d.H});
+  auto dbc = empty<T>({d.H});
+  auto dG = empty<T>({d.T * d.N, 4 * d.H});  // workspaces
+  auto dR = empty<T>({d.T * d.N, 4 * d.H});
+  KernelCall call;
+  bool completed;
+  {
+    py::gil_scoped_release nogil;
+    completed = rnnkit::lstm_ln_backward<T>(
+        d, x.data(), w, ln, opt,
+        {S.mutable_data(), Cs.mutable_data(), gates.mutable_data(), Xh.mutable_data(),
+         Rh.mutable_data(), Ch.mutable_data(), rstd.mutable_data()},
+        dy.data(), ptr(dh_n), ptr(dc_n), dG.mutable_data(), dR.mutable_data(),
+        need_dx ? dx.mutable_data() : nullptr, dh0.mutable_data(), dc0.mutable_data(),
+        dw_ih.mutable_data(), dw_hh.mutable_data(), db.mutable_data(), dgx.mutable_data(),
+        dgh.mutable_data(), dgc.mutable_data(), dbc.mutable_data());
+  }
+  call.finish(completed);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dc0, dw_ih, dw_hh, db, dgx, dgh,
+                        dgc, dbc);
+}
+
+// ----------------------------------- LayerNorm GRU -------------------------------------------
+
+template <typename T>
+py::tuple gru_ln_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih,
+                         const Arr<T>& w_hh, const OptArr<T>& b_ih, const OptArr<T>& b_hh,
+                         const Arr<T>& gx, const Arr<T>& gh, const Mask& mask, const OptArr<T>& rd,
+                         bool reverse, bool zero_masked, const std::string& act,
+                         const std::string& rec) {
+  const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, 3);
+  const auto ln = ln_params<T>(gx, gh, std::nullopt, std::nullopt, d, 3, false);
+  check_opt(h0, {d.N, d.H}, "h0");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), ptr(b_ih), ptr(b_hh), ptr(rd)};
+  auto y = empty<T>({d.T, d.N, d.H});
+  auto S = empty<T>({d.T + 1, d.N, d.H});
+  auto gates = empty<T>({d.T, d.N, 3 * d.H});
+  auto Xh = empty<T>({d.T, d.N, 3 * d.H});
+  auto Rh = empty<T>({d.T, d.N, 3 * d.H});
+  auto rstd = empty<T>({d.T, d.N, 2});
+  KernelCall call;
+  bool completed;
+  {
+    py::gil_scoped_release nogil;
+    rnnkit::Mat<T> gh_ws(d.N, 3 * d.H);
+    completed = rnnkit::gru_ln_forward<T>(
+        d, x.data(), ptr(h0), w, ln, opt, y.mutable_data(),
+        {S.mutable_data(), gates.mutable_data(), Xh.mutable_data(), Rh.mutable_data(),
+         rstd.mutable_data()},
+        gh_ws.data());
+  }
+  call.finish(completed);
+  return py::make_tuple(y, S, gates, Xh, Rh, rstd);
+}
+
+template <typename T>
+py::tuple gru_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
+                          const OptArr<T>& b_hh, const Arr<T>& gx, const Arr<T>& gh,
+                          const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
+                          Arr<T>& S, Arr<T>& gates, Arr<T>& Xh, Arr<T>& Rh, Arr<T>& rstd,
+                          const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
+                          const std::string& act, const std::string& rec) {
+  const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, b_hh, 3);
+  const auto ln = ln_params<T>(gx, gh, std::nullopt, std::nullopt, d, 3, false);
+  check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
+  check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
+  check_shape(Xh, {d.T, d.N, 3 * d.H}, "cache.x_hat");
+  check_shape(Rh, {d.T, d.N, 3 * d.H}, "cache.r_hat");
+  check_shape(rstd, {d.T, d.N, 2}, "cache.rstd");
+  check_shape(dy, {d.T, d.N, d.H}, "dy");
+  check_opt(dh_n, {d.N, d.H}, "dh_n");
+  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
+  const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, ptr(b_hh), ptr(rd)};
+  auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
+  auto dh0 = empty<T>({d.N, d.H});
+  auto dw_ih = empty<T>({3 * d.H, d.C});
+  auto dw_hh = empty<T>({3 * d.H, d.H});
+  auto db_ih = empty<T>({3 * d.H});
+  auto db_hh = empty<T>({3 * d.H});
+  auto dgx = empty<T>({3 * d.H});
+  auto dgh = empty<T>({3 * d.H});
+  auto dGx = empty<T>({d.T * d.N, 3 * d.H});  // workspaces
+  auto dGh = empty<T>({d.T * d.N, 3 * d.H});
+  auto dR = empty<T>({d.T * d.N, 3 * d.H});
+  KernelCall call;
+  bool completed;
+  {
+    py::gil_scoped_release nogil;
+    completed = rnnkit::gru_ln_backward<T>(
+        d, x.data(), w, ln, opt,
+        {S.mutable_data(), gates.mutable_data(), Xh.mutable_data(), Rh.mutable_data(),
+         rstd.mutable_data()},
+        dy.data(), ptr(dh_n), dGx.mutable_data(), dGh.mutable_data(), dR.mutable_data(),
+        need_dx ? dx.mutable_data() : nullptr, dh0.mutable_data(), dw_ih.mutable_data(),
+        dw_hh.mutable_data(), db_ih.mutable_data(), db_hh.mutable_data(), dgx.mutable_data(),
+        dgh.mutable_data());
+  }
+  call.finish(completed);
+  return py::make_tuple(need_dx ? py::object(dx) : py::none(), dh0, dw_ih, dw_hh, db_ih, db_hh, dgx,
+                        dgh);
 }
 
 // ----------------------------------- GRU ------------------------------------------------------
@@ -652,6 +843,31 @@ void def_kernels(py::module_& m) {
         py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
         py::arg("w_hr").noconvert() = py::none(), py::arg("M").noconvert() = py::none(), py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0, py::arg("zoneout_c").noconvert() = py::none(), py::arg("zoneout_c_p") = 0.0,
         py::arg("c_new").noconvert() = py::none());
+  m.def("lstm_ln_forward", &lstm_ln_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
+        py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
+        py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("gamma_x").noconvert(),
+        py::arg("gamma_h").noconvert(), py::arg("gamma_c").noconvert(), py::arg("beta_c").noconvert(),
+        py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"), py::arg("zero_masked"),
+        py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+  m.def("lstm_ln_backward", &lstm_ln_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("gamma_x").noconvert(), py::arg("gamma_h").noconvert(),
+        py::arg("gamma_c").noconvert(), py::arg("beta_c").noconvert(), py::arg("mask").noconvert(),
+        py::arg("rd").noconvert(), py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
+        py::arg("Cs").noconvert(), py::arg("gates").noconvert(), py::arg("x_hat").noconvert(),
+        py::arg("r_hat").noconvert(), py::arg("c_hat").noconvert(), py::arg("rstd").noconvert(),
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("dc_n").noconvert(),
+        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+  m.def("gru_ln_forward", &gru_ln_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
+        py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
+        py::arg("b_hh").noconvert(), py::arg("gamma_x").noconvert(), py::arg("gamma_h").noconvert(),
+        py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"), py::arg("zero_masked"),
+        py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+  m.def("gru_ln_backward", &gru_ln_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
+        py::arg("w_hh").noconvert(), py::arg("b_hh").noconvert(), py::arg("gamma_x").noconvert(),
+        py::arg("gamma_h").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
+        py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
+        py::arg("x_hat").noconvert(), py::arg("r_hat").noconvert(), py::arg("rstd").noconvert(),
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),

@@ -13,6 +13,7 @@
 #include "tuning.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
@@ -637,6 +638,33 @@ inline void zoneout_grad_prev(const T* z_t, T p, Range r, Range c, Index W, cons
   for (Index n = r.begin; n < r.end; ++n)
     for (Index j = c.begin; j < c.end; ++j)
       dprev[n * W + j] += d[n * W + j] * (z_t ? z_t[n * W + j] : p);
+}
+
+// ---- layer normalization of rows (the LayerNorm cells) ------------------------------------------
+// LN(v) = (v - mean(v)) / sqrt(var(v) + eps) over one row v: [K] (biased variance, as PyTorch's
+// LayerNorm); the gain and bias are the caller's.
+constexpr double kLayerNormEps = 1e-5;
+
+// v: [K] in, its normalization v̂ out (in place); returns 1 / sqrt(var + eps).
+template <typename T>
+inline T layer_norm_row(T* v, Index K) {
+  Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> a(v, K);
+  const T mean = a.mean();
+  // v - mean
+  a -= mean;
+  // 1 / sqrt(mean((v - mean)^2) + eps)
+  const T rstd = T(1) / std::sqrt(a.square().mean() + T(kLayerNormEps));
+  a *= rstd;
+  return rstd;
+}
+
+// Backward of v̂ = LN(v) for one row: dv = rstd (dv̂ - mean(dv̂) - v̂ mean(dv̂ ⊙ v̂)).
+//   dvh, vh: [K];  dv: [K] out (may alias dvh)
+template <typename T>
+inline void layer_norm_row_backward(const T* dvh, const T* vh, T rstd, Index K, T* dv) {
+  Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> d(dvh, K), h(vh, K);
+  const T m1 = d.mean(), m2 = (d * h).mean();
+  Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(dv, K) = rstd * (d - m1 - h * m2);
 }
 
 template <typename T>
