@@ -13,7 +13,8 @@ Cells
 Keras ``reset_after=True``) and ``gru_v1`` (Keras ``reset_after=False``: the reset gate before
 the recurrent product, no recurrent bias), each with an ``activation`` (tanh, relu, linear) and
 gates' ``recurrent_activation`` (sigmoid, hard_sigmoid; not ``rnn``). An ``lstm`` may have a
-projection ``w_hr [P, H]`` (LSTMP: the state h is P wide). Weights are a dict in rnnkit's layout (see
+projection ``w_hr [P, H]`` (LSTMP: the state h is P wide). ``lstm_ln`` and ``gru_ln`` are the
+LayerNorm cells (haste's formulation; extra weights :data:`LN_KEYS`). Weights are a dict in rnnkit's layout (see
 :mod:`rnnkit._layouts`): ``{"w_ih", "w_hh", "b_ih", "b_hh"}``, biases may be None.
 
 A call's cache is returned to the caller and passed back to :func:`backward`; nothing of a call is
@@ -40,18 +41,20 @@ __all__ = ["CELLS", "n_states", "gates", "forward", "backward", "Run", "dropout_
 Array = np.ndarray
 Weights = Dict[str, Optional[Array]]  # w_ih, w_hh, b_ih, b_hh (and w_hr for an LSTMP)
 
-CELLS = ("rnn", "lstm", "gru", "gru_v1")
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3}
+CELLS = ("rnn", "lstm", "gru", "gru_v1", "lstm_ln", "gru_ln")
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3, "lstm_ln": 4, "gru_ln": 3}
+# the LayerNorm cells' extra weights (rnnkit.functional.layernorm_*_forward)
+LN_KEYS = {"lstm_ln": ("gamma_x", "gamma_h", "gamma_c", "beta_c"), "gru_ln": ("gamma_x", "gamma_h")}
 
 
 def gates(cell: str) -> int:
-    """G: 1 (rnn), 4 (lstm), 3 (gru, gru_v1)."""
+    """G: 1 (rnn), 4 (lstm, lstm_ln), 3 (gru, gru_v1, gru_ln)."""
     return _GATES[cell]
 
 
 def n_states(cell: str) -> int:
-    """2 for lstm (h, c), else 1 (h)."""
-    return 2 if cell == "lstm" else 1
+    """2 for lstm and lstm_ln (h, c), else 1 (h)."""
+    return 2 if cell in ("lstm", "lstm_ln") else 1
 
 
 class Run(NamedTuple):
@@ -91,6 +94,17 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     init = list(initial) if initial is not None else [None] * n_states(cell)
     kw = dict(mask=mask, reverse=reverse, zero_output_for_mask=zero_output, recurrent_dropout_mask=rd)
     acts = dict(activation=activation, recurrent_activation=recurrent_activation)
+    if cell in LN_KEYS:
+        if zoneout_h is not None or zoneout_c is not None:
+            raise ValueError(f"zoneout: the LayerNorm cell {cell} has no zoneout")
+        ln = {k: w.get(k) for k in LN_KEYS[cell]}
+        if cell == "lstm_ln":
+            o = F.layernorm_lstm_forward(x, init[0], init[1], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+                                         **ln, **kw, **acts)
+            return Run(o.y, [o.h_n, o.c_n], o.cache)
+        o = F.layernorm_gru_forward(x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), **ln, **kw,
+                                    **acts)
+        return Run(o.y, [o.h_n], o.cache)
     if (zoneout_c is not None and cell != "lstm") or (zoneout_h is not None and cell == "rnn"):
         raise ValueError(f"zoneout: the {cell} cell has no zoneout of "
                          f"{'c' if zoneout_c is not None and cell != 'lstm' else 'h'}")
@@ -123,6 +137,21 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
     -> dx: [T, N, C], d_initial: [N, H] each, grads: shapes of the weights
     """
     d = list(d_finals) if d_finals is not None else [None] * n_states(cell)
+    if cell in LN_KEYS:
+        if cell == "lstm_ln":
+            g = F.layernorm_lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
+            d_init = [g.dh0, g.dc0]
+            extra = {"gamma_x": g.dgamma_x, "gamma_h": g.dgamma_h, "gamma_c": g.dgamma_c, "beta_c": g.dbeta_c}
+        else:
+            g = F.layernorm_gru_backward(cache, dy, d[0], need_dx=need_dx)
+            d_init = [g.dh0]
+            extra = {"gamma_x": g.dgamma_x, "gamma_h": g.dgamma_h}
+        grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh, **extra}
+        if g.db_ih is not None:
+            grads["b_ih"] = g.db_ih
+        if g.db_hh is not None:
+            grads["b_hh"] = g.db_hh
+        return g.dx, d_init, grads
     if cell == "lstm":
         g = F.lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
         d_init = [g.dh0, g.dc0]

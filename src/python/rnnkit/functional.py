@@ -55,7 +55,8 @@ from rnnkit._checks import shape_str as _shape_str
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-    "RNNCache", "LSTMCache", "GRUCache",
+    "RNNCache", "LSTMCache", "GRUCache", "layernorm_lstm_forward", "layernorm_lstm_backward",
+    "layernorm_gru_forward", "layernorm_gru_backward", "LayerNormLSTMCache", "LayerNormGRUCache",
 ]
 
 Array = np.ndarray
@@ -276,7 +277,8 @@ def _check_cache(cache, cls, fn: str, gates: int) -> None:
         if not isinstance(cache.reset_after, bool):
             raise ValueError(f"cache.reset_after: expected a bool, got {cache.reset_after!r:.80}")
         _cache_array("gates", cache.gates, dt, (T, N, 3 * H))
-        _cache_array("hn", cache.hn, dt, (T, N, H))
+        if not isinstance(cache, LayerNormGRUCache):  # its own fields: _check_ln_cache
+            _cache_array("hn", cache.hn, dt, (T, N, H))
 
 
 def _grad_arg(name: str, a, like: Array, shape) -> Optional[Array]:
@@ -537,3 +539,211 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
         cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx), cache.activation,
         cache.recurrent_activation, cache.reset_after, cache.zoneout_h[0], cache.zoneout_h[1])
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))
+
+
+# ---------------------------------------------------------------------------------------------
+# LayerNorm LSTM and GRU (haste's formulation)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerNormLSTMCache(LSTMCache):
+    """What :func:`layernorm_lstm_backward` needs from :func:`layernorm_lstm_forward`."""
+    gamma_x: Array = None    # [4H]
+    gamma_h: Array = None    # [4H]
+    gamma_c: Array = None    # [H]
+    beta_c: Array = None     # [H]
+    x_hat: Array = None      # [T, N, 4H] LN(W_ih x)
+    r_hat: Array = None      # [T, N, 4H] LN(W_hh h_{t-1})
+    c_hat: Array = None      # [T, N, H] LN(c')
+    rstd: Array = None       # [T, N, 3]
+
+
+@dataclass(frozen=True)
+class LayerNormGRUCache(GRUCache):
+    """What :func:`layernorm_gru_backward` needs from :func:`layernorm_gru_forward`."""
+    gamma_x: Array = None    # [3H]
+    gamma_h: Array = None    # [3H]
+    b_hh: Optional[Array] = None  # [3H] (its n part enters the backward)
+    x_hat: Array = None      # [T, N, 3H]
+    r_hat: Array = None      # [T, N, 3H]
+    rstd: Array = None       # [T, N, 2]
+
+
+class LayerNormLSTMGrads(NamedTuple):
+    dx: Array
+    dh0: Array
+    dc0: Array
+    dw_ih: Array
+    dw_hh: Array
+    db_ih: Optional[Array]
+    db_hh: Optional[Array]
+    dgamma_x: Array
+    dgamma_h: Array
+    dgamma_c: Array
+    dbeta_c: Array
+
+
+class LayerNormGRUGrads(NamedTuple):
+    dx: Array
+    dh0: Array
+    dw_ih: Array
+    dw_hh: Array
+    db_ih: Optional[Array]
+    db_hh: Optional[Array]
+    dgamma_x: Array
+    dgamma_h: Array
+
+
+def _ln_param(name: str, a: Any, dtype: np.dtype, size: int) -> Array:
+    a = as_float_array(name, a, dtype)
+    check_shape(name, a, (size,))
+    return a
+
+
+def _check_ln_cache(cache: Any, G: int) -> None:
+    """The LayerNorm fields of a cache, checked like the others (dtype, shape, layout)."""
+    T, N = cache.x.shape[:2]
+    H = cache.S.shape[2]
+    dt = cache.x.dtype
+    _cache_array("gamma_x", cache.gamma_x, dt, (G * H,))
+    _cache_array("gamma_h", cache.gamma_h, dt, (G * H,))
+    _cache_array("x_hat", cache.x_hat, dt, (T, N, G * H))
+    _cache_array("r_hat", cache.r_hat, dt, (T, N, G * H))
+    if G == 4:
+        _cache_array("gamma_c", cache.gamma_c, dt, (H,))
+        _cache_array("beta_c", cache.beta_c, dt, (H,))
+        _cache_array("c_hat", cache.c_hat, dt, (T, N, H))
+        _cache_array("rstd", cache.rstd, dt, (T, N, 3))
+    else:
+        if cache.b_hh is not None:
+            _cache_array("b_hh", cache.b_hh, dt, (G * H,))
+        _cache_array("rstd", cache.rstd, dt, (T, N, 2))
+
+
+def layernorm_lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, gamma_x=None, gamma_h=None,
+                           gamma_c=None, beta_c=None, *, mask=None, reverse: bool = False,
+                           zero_output_for_mask: bool = False, recurrent_dropout_mask=None,
+                           activation: str = "tanh", recurrent_activation: str = "sigmoid") -> LSTMOutput:
+    r"""Layer-normalized LSTM over a whole sequence (haste's ``LayerNormLSTM``; Ba et al. 2016),
+    PyTorch's gate order i, f, g, o:
+
+    .. math::
+        a = \gamma_x \odot \mathrm{LN}(W_{ih} x_t) + \gamma_h \odot \mathrm{LN}(W_{hh} h_{t-1})
+            + b_{ih} + b_{hh}\\
+        c_t = f \odot c_{t-1} + i \odot g,\qquad
+        h_t = o \odot \phi(\gamma_c \odot \mathrm{LN}(c_t) + \beta_c)
+
+    with :math:`\mathrm{LN}(v) = (v - \bar v) / \sqrt{\mathrm{var}(v) + 10^{-5}}` over each row
+    (4H for the products, H for the cell state). ``gamma_x``, ``gamma_h`` default to ones and
+    ``gamma_c``/``beta_c`` to ones/zeros. Masks, ``reverse``, recurrent dropout and the
+    activations behave as in :func:`lstm_forward`; all in the fused kernels.
+
+    Shapes
+    ------
+    x: [T, N, C], h0, c0: [N, H], w_ih: [4H, C], w_hh: [4H, H], b_ih, b_hh, gamma_x, gamma_h: [4H],
+    gamma_c, beta_c: [H] -> y: [T, N, H], h_n, c_n: [N, H]
+    """
+    a = _validate(4, "LSTM", x, (h0, c0), ("h0", "c0"), w_ih, w_hh, b_ih, b_hh, mask,
+                  recurrent_dropout_mask)
+    check_cell_activations(activation, recurrent_activation)
+    dt, H = a.x.dtype, a.w_hh.shape[1]
+    gx = _ln_param("gamma_x", np.ones(4 * H, dt) if gamma_x is None else gamma_x, dt, 4 * H)
+    gh = _ln_param("gamma_h", np.ones(4 * H, dt) if gamma_h is None else gamma_h, dt, 4 * H)
+    gc = _ln_param("gamma_c", np.ones(H, dt) if gamma_c is None else gamma_c, dt, H)
+    bc = _ln_param("beta_c", np.zeros(H, dt) if beta_c is None else beta_c, dt, H)
+    y, S, Cs, gates, xh, rh, ch, rstd = _core.lstm_ln_forward(
+        a.x, a.states[0], a.states[1], a.w_ih, a.w_hh, a.b_ih, a.b_hh, gx, gh, gc, bc, a.mask, a.rd,
+        bool(reverse), bool(zero_output_for_mask), activation, recurrent_activation)
+    last = 0 if reverse else -1
+    cache = LayerNormLSTMCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
+                               bool(reverse), bool(zero_output_for_mask), S, a.rd, NO_ZONEOUT, Cs, gates,
+                               activation, recurrent_activation, gamma_x=gx, gamma_h=gh, gamma_c=gc,
+                               beta_c=bc, x_hat=xh, r_hat=rh, c_hat=ch, rstd=rstd)
+    return LSTMOutput(y, S[last].copy(), Cs[last].copy(), cache)
+
+
+def layernorm_lstm_backward(cache: LayerNormLSTMCache, dy, dh_n=None, dc_n=None, *,
+                            need_dx: bool = True) -> LayerNormLSTMGrads:
+    """Backpropagation through time for :func:`layernorm_lstm_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, H], dh_n, dc_n: [N, H] (``None`` = zeros)
+    -> dx: [T, N, C], dh0, dc0: [N, H], dw_ih: [4H, C], dw_hh: [4H, H], db_ih, db_hh,
+    dgamma_x, dgamma_h: [4H], dgamma_c, dbeta_c: [H]
+    """
+    _check_cache(cache, LayerNormLSTMCache, "layernorm_lstm_forward", 4)
+    _check_ln_cache(cache, 4)
+    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    if dy is None:
+        raise ValueError("dy: expected an array of shape (T, N, H), got None")
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dc_n = _grad_arg("dc_n", dc_n, cache.x, (N, H))
+    dx, dh0, dc0, dw_ih, dw_hh, db, dgx, dgh, dgc, dbc = _core.lstm_ln_backward(
+        cache.x, cache.w_ih, cache.w_hh, cache.gamma_x, cache.gamma_h, cache.gamma_c, cache.beta_c,
+        cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask, cache.S, cache.c_states,
+        cache.gates, cache.x_hat, cache.r_hat, cache.c_hat, cache.rstd, dy, dh_n, dc_n, bool(need_dx),
+        cache.activation, cache.recurrent_activation)
+    return LayerNormLSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()), dgx, dgh,
+                              dgc, dbc)
+
+
+def layernorm_gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, gamma_x=None, gamma_h=None, *,
+                          mask=None, reverse: bool = False, zero_output_for_mask: bool = False,
+                          recurrent_dropout_mask=None, activation: str = "tanh",
+                          recurrent_activation: str = "sigmoid") -> GRUOutput:
+    r"""Layer-normalized GRU over a whole sequence (haste's ``LayerNormGRU``), PyTorch's form and
+    gate order r, z, n:
+
+    .. math::
+        X = \gamma_x \odot \mathrm{LN}(W_{ih} x_t) + b_{ih},\qquad
+        R = \gamma_h \odot \mathrm{LN}(W_{hh} h_{t-1}) + b_{hh}\\
+        r, z = \sigma(X_{r,z} + R_{r,z}),\quad n = \phi(X_n + r \odot R_n),\quad
+        h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    (LN over each row of 3H, eps 1e-5; gains default to ones). Masks, ``reverse``, recurrent
+    dropout and the activations behave as in :func:`gru_forward`; all in the fused kernels.
+
+    Shapes
+    ------
+    x: [T, N, C], h0: [N, H], w_ih: [3H, C], w_hh: [3H, H], b_ih, b_hh, gamma_x, gamma_h: [3H]
+    -> y: [T, N, H], h_n: [N, H]
+    """
+    a = _validate(3, "GRU", x, (h0,), ("h0",), w_ih, w_hh, b_ih, b_hh, mask, recurrent_dropout_mask)
+    check_cell_activations(activation, recurrent_activation)
+    dt, H = a.x.dtype, a.w_hh.shape[1]
+    gx = _ln_param("gamma_x", np.ones(3 * H, dt) if gamma_x is None else gamma_x, dt, 3 * H)
+    gh = _ln_param("gamma_h", np.ones(3 * H, dt) if gamma_h is None else gamma_h, dt, 3 * H)
+    y, S, gates, xh, rh, rstd = _core.gru_ln_forward(
+        a.x, a.states[0], a.w_ih, a.w_hh, a.b_ih, a.b_hh, gx, gh, a.mask, a.rd, bool(reverse),
+        bool(zero_output_for_mask), activation, recurrent_activation)
+    cache = LayerNormGRUCache(a.x, a.w_ih, a.w_hh, (a.b_ih is not None, a.b_hh is not None), a.mask,
+                              bool(reverse), bool(zero_output_for_mask), S, a.rd, NO_ZONEOUT, gates,
+                              np.zeros((0,), dt), activation, recurrent_activation, True, gamma_x=gx,
+                              gamma_h=gh, b_hh=a.b_hh, x_hat=xh, r_hat=rh, rstd=rstd)
+    return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
+
+
+def layernorm_gru_backward(cache: LayerNormGRUCache, dy, dh_n=None, *,
+                           need_dx: bool = True) -> LayerNormGRUGrads:
+    """Backpropagation through time for :func:`layernorm_gru_forward`.
+
+    Shapes
+    ------
+    dy: [T, N, H], dh_n: [N, H] (``None`` = zeros)
+    -> dx: [T, N, C], dh0: [N, H], dw_ih: [3H, C], dw_hh: [3H, H], db_ih, db_hh, dgamma_x,
+    dgamma_h: [3H]
+    """
+    _check_cache(cache, LayerNormGRUCache, "layernorm_gru_forward", 3)
+    _check_ln_cache(cache, 3)
+    T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
+    dy = _grad_arg("dy", dy, cache.x, (T, N, H))
+    if dy is None:
+        raise ValueError("dy: expected an array of shape (T, N, H), got None")
+    dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgx, dgh = _core.gru_ln_backward(
+        cache.x, cache.w_ih, cache.w_hh, cache.b_hh, cache.gamma_x, cache.gamma_h, cache.mask, cache.rd,
+        cache.reverse, cache.zero_output_for_mask, cache.S, cache.gates, cache.x_hat, cache.r_hat,
+        cache.rstd, dy, dh_n, bool(need_dx), cache.activation, cache.recurrent_activation)
+    return LayerNormGRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh), dgx, dgh)

@@ -60,7 +60,7 @@ import numpy as np
 from rnnkit import _layouts, _recurrent, activations, initializers
 from rnnkit._random import generator
 from rnnkit._checks import as_float_array, check_cell_activations, check_positive_int
-from rnnkit._checks import check_rate, check_seed, check_shape
+from rnnkit._checks import check_bool, check_rate, check_seed, check_shape
 from rnnkit._threads import PerThread
 from rnnkit.layers.base import Context, Layer, Shape, check_grad, check_mask
 
@@ -105,7 +105,17 @@ class _RNN(Layer):
     @property
     def cell(self) -> str:
         """The :mod:`rnnkit._recurrent` cell this layer runs."""
-        return self._CELL
+        return self._CELL + ("_ln" if getattr(self, "layer_norm", False) else "")
+
+    def _ln_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """The LayerNorm weights (``layer_norm=True``) and their shapes, in get_weights order."""
+        if not getattr(self, "layer_norm", False):
+            return {}
+        G, U = _layouts.GATES[self._CELL], self.units
+        shapes = {"gamma_x": (G * U,), "gamma_h": (G * U,)}
+        if self._CELL == "lstm":
+            shapes.update({"gamma_c": (U,), "beta_c": (U,)})
+        return shapes
 
     def _reset_after(self) -> bool:
         return True
@@ -127,7 +137,9 @@ class _RNN(Layer):
     def kernel_weights(self) -> Dict[str, Optional[np.ndarray]]:
         """The live parameter arrays in rnnkit's layout: ``{"w_ih", "w_hh", "b_ih", "b_hh"}``."""
         p = self.params
-        return {"w_ih": p["w_ih"], "w_hh": p["w_hh"], "b_ih": p.get("b_ih"), "b_hh": p.get("b_hh")}
+        w = {"w_ih": p["w_ih"], "w_hh": p["w_hh"], "b_ih": p.get("b_ih"), "b_hh": p.get("b_hh")}
+        w.update({k: p[k] for k in self._ln_shapes()})
+        return w
 
     # ---- parameters in Keras layout ------------------------------------------------------------
     def _init_bias(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -165,6 +177,8 @@ class _RNN(Layer):
         own = {"w_ih": (G * U, C), "w_hh": (G * U, U), "b_ih": (G * U,), "b_hh": (G * U,)}
         for k in keys:
             self.add_weight(k, own[k], init(k))
+        for k, shp in self._ln_shapes().items():  # LayerNorm gains start at 1, the bias at 0
+            self.add_weight(k, shp, "zeros" if k == "beta_c" else "ones")
         self.built = True
 
     def get_weights(self) -> List[np.ndarray]:
@@ -172,8 +186,13 @@ class _RNN(Layer):
         if not self.built:
             return []
         w = self.kernel_weights()
-        return _layouts.internal_to_keras(self._CELL, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                                          self._reset_after(), self.use_bias)
+        out = _layouts.internal_to_keras(self._CELL, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                                         self._reset_after(), self.use_bias)
+        # LayerNorm gains in Keras's gate order, then the cell state's gain and bias
+        for k in self._ln_shapes():
+            out.append(_layouts.permute_gates(w[k], self._CELL, "rnnkit", "keras")
+                       if k in ("gamma_x", "gamma_h") else w[k].copy())
+        return out
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Sets the parameters from Keras-layout arrays (see the module documentation)."""
@@ -183,6 +202,9 @@ class _RNN(Layer):
         shapes = _layouts.keras_weight_shapes(self._CELL, self.input_dim, self.units, self.use_bias,
                                               self._reset_after())
         names = ["kernel", "recurrent_kernel", "bias"][: len(shapes)]
+        ln = self._ln_shapes()
+        shapes = list(shapes) + list(ln.values())
+        names = names + list(ln)
         if len(weights) != len(shapes):
             raise ValueError(f"{self.name}: expected {len(shapes)} weight arrays {names} with shapes "
                              f"{shapes}, got {len(weights)}")
@@ -194,8 +216,11 @@ class _RNN(Layer):
             if w.shape != shp:
                 raise ValueError(f"{self.name}: weight {nm!r} expected shape {shp}, got {w.shape}")
             arrs.append(w.astype(self.dtype))
+        n_main = len(arrs) - len(ln)
         new = _layouts.keras_to_internal(self._CELL, arrs[0], arrs[1], arrs[2] if self.use_bias else None,
                                          self._reset_after())
+        for k, a in zip(ln, arrs[n_main:]):
+            new[k] = _layouts.permute_gates(a, self._CELL, "keras", "rnnkit") if k in ("gamma_x", "gamma_h") else a
         for k, p in self.params.items():
             p[...] = new[k]
 
@@ -447,6 +472,11 @@ class LSTM(_RNN):
         σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'`` (Keras 3's,
         ``clip(x/6 + 1/2, 0, 1)``). Every pair runs in the fused kernels at the same speed;
         other activations raise ValueError.
+    layer_norm
+        If True, the layer-normalized LSTM (haste's ``LayerNormLSTM``; see
+        :func:`rnnkit.functional.layernorm_lstm_forward`), with the extra weights ``gamma_x``,
+        ``gamma_h`` ([4U], Keras gate order in ``get_weights``), ``gamma_c``, ``beta_c`` ([U]).
+        An rnnkit extension (keyword only), in the fused kernels.
     zoneout, zoneout_cell
         Zoneout rates of ``h`` and of ``c`` in [0, 1) (Krueger et al. 2016, who suggest 0.05 and
         0.5; haste's ``zoneout`` is the first): in training each unit keeps its previous value
@@ -477,8 +507,11 @@ class LSTM(_RNN):
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  zero_output_for_mask: bool = False, *, zoneout: float = 0.0,
-                 zoneout_cell: float = 0.0, **kwargs: Any) -> None:
+                 zoneout_cell: float = 0.0, layer_norm: bool = False, **kwargs: Any) -> None:
         _kernel_activations(activation, recurrent_activation)
+        self.layer_norm = check_bool("layer_norm", layer_norm)
+        if self.layer_norm and (zoneout or zoneout_cell):
+            raise ValueError("zoneout, zoneout_cell: the LayerNorm LSTM has no zoneout; use one or the other")
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
@@ -503,6 +536,7 @@ class LSTM(_RNN):
         cfg["unit_forget_bias"] = self.unit_forget_bias
         cfg["zoneout"] = self.zoneout
         cfg["zoneout_cell"] = self.zoneout_cell
+        cfg["layer_norm"] = self.layer_norm
         return cfg
 
 
@@ -518,6 +552,11 @@ class GRU(_RNN):
     recurrent_activation
         σ of the gates: ``'sigmoid'`` (default) or ``'hard_sigmoid'``. All in the fused kernels;
         other activations raise ValueError.
+    layer_norm
+        If True, the layer-normalized GRU (haste's ``LayerNormGRU``; see
+        :func:`rnnkit.functional.layernorm_gru_forward`; ``reset_after=True`` only), with the
+        extra weights ``gamma_x``, ``gamma_h`` ([3U], Keras gate order in ``get_weights``). An
+        rnnkit extension (keyword only).
     zoneout
         Zoneout rate of ``h`` in [0, 1) (Krueger et al. 2016; haste's ``zoneout``): in training
         each unit keeps its previous value with that probability at every step, at inference the
@@ -549,8 +588,14 @@ class GRU(_RNN):
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, seed: Optional[int] = None,
                  return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
                  stateful: bool = False, unroll: bool = False, reset_after: bool = True,
-                 zero_output_for_mask: bool = False, *, zoneout: float = 0.0, **kwargs: Any) -> None:
+                 zero_output_for_mask: bool = False, *, zoneout: float = 0.0, layer_norm: bool = False,
+                 **kwargs: Any) -> None:
         _kernel_activations(activation, recurrent_activation)
+        self.layer_norm = check_bool("layer_norm", layer_norm)
+        if self.layer_norm and not reset_after:
+            raise ValueError("layer_norm: the LayerNorm GRU has PyTorch's form only, it needs reset_after=True")
+        if self.layer_norm and zoneout:
+            raise ValueError("zoneout: the LayerNorm GRU has no zoneout; use one or the other")
         super().__init__(units, activation, use_bias, kernel_initializer, recurrent_initializer,
                          bias_initializer, dropout, recurrent_dropout, seed, return_sequences,
                          return_state, go_backwards, stateful, unroll, zero_output_for_mask, **kwargs)
@@ -560,6 +605,8 @@ class GRU(_RNN):
 
     @property
     def cell(self) -> str:
+        if self.layer_norm:
+            return "gru_ln"
         return "gru" if self.reset_after else "gru_v1"
 
     def _reset_after(self) -> bool:
@@ -570,4 +617,5 @@ class GRU(_RNN):
         cfg["recurrent_activation"] = activations.serialize(self.recurrent_activation)
         cfg["reset_after"] = self.reset_after
         cfg["zoneout"] = self.zoneout
+        cfg["layer_norm"] = self.layer_norm
         return cfg
