@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 F32 = np.float32
 GATES: Dict[str, int] = {"lstm": 4, "gru": 3, "rnn": 1}
 CELL_NAMES: Dict[str, str] = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-SECTIONS: Tuple[str, ...] = ("lstm", "gru", "rnn", "stream", "fit", "memory", "denormal")
+SECTIONS: Tuple[str, ...] = ("lstm", "gru", "rnn", "cells", "stream", "fit", "memory", "denormal")
 
 FULL_SHAPES: List[Tuple[int, int, int, int]] = [
     (100, 64, 256, 256), (100, 64, 512, 512), (50, 32, 128, 128), (200, 16, 64, 128), (100, 1, 256, 256),
@@ -423,6 +423,155 @@ def summarize_grid(row: Dict[str, Any], sgemm_gflops: Optional[float]) -> Dict[s
         "pct_sgemm": None if not sgemm_gflops else 100.0 * gf / sgemm_gflops,
     })
     return row
+
+
+# =============================================================================================
+# more cells: LSTMP, LayerNorm LSTM, GRU reset_after=False, against their nearest torch equivalent;
+# and the per-step cost of LayerNorm and zoneout against the plain LSTM (rnnkit only)
+# =============================================================================================
+
+CELL_VARIANTS: Tuple[str, ...] = ("lstmp", "lstm_ln", "gru_v1")
+CELL_VARIANT_NAMES: Dict[str, str] = {
+    "lstmp": "LSTMP (P=H/2)", "lstm_ln": "LayerNorm LSTM", "gru_v1": "GRU reset_after=False"}
+CELL_VARIANT_REFS: Dict[str, str] = {
+    "lstmp": "torch.nn.LSTM(proj_size=H/2)",
+    "lstm_ln": "torch loop, nn.LayerNorm (haste's comparison)",
+    "gru_v1": "torch.nn.GRU (its only form: reset after)"}
+
+
+def _torch_ln_lstm(torch: Any, w: Dict[str, np.ndarray], H: int) -> Callable[[Any, Any, Any], Any]:
+    """A LayerNorm LSTM written with torch ops the way haste users compare against: the input
+    products of all steps as one matmul + LayerNorm, then a Python loop of the recurrent matmul,
+    LayerNorm and the gates. Returns ``f(x, h0, c0) -> y``."""
+    nn = torch.nn
+    ln_x, ln_h, ln_c = nn.LayerNorm(4 * H), nn.LayerNorm(4 * H), nn.LayerNorm(H)
+    w_ih, w_hh = torch.from_numpy(w["w_ih"]), torch.from_numpy(w["w_hh"])
+    b = torch.from_numpy(w["b_ih"] + w["b_hh"])
+    params = [w_ih, w_hh, b] + list(ln_x.parameters()) + list(ln_h.parameters()) + list(ln_c.parameters())
+
+    def f(x: Any, h: Any, c: Any) -> Any:
+        gx = ln_x(x @ w_ih.T)
+        ys = []
+        for t in range(x.shape[0]):
+            a = gx[t] + ln_h(h @ w_hh.T) + b
+            i, f_, g, o = a.chunk(4, dim=1)
+            c = f_.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * torch.tanh(ln_c(c))
+            ys.append(h)
+        return torch.stack(ys)
+
+    f.params = params  # type: ignore[attr-defined]
+    return f
+
+
+def bench_cells_case(rk: Any, torch: Any, variant: str, mode: str, shape: Tuple[int, int, int, int],
+                     samples: int, warmup: int) -> Dict[str, Any]:
+    """One (variant, mode, shape) comparison at the current thread count: rnnkit's fused kernel
+    against the nearest torch equivalent (CELL_VARIANT_REFS), interleaved."""
+    F = rk.functional
+    T, N, C, H = shape
+    G = 3 if variant == "gru_v1" else 4
+    P = H // 2
+    rng = np.random.default_rng(4321)
+    w = init_weights(rng, G, C, H)
+    if variant == "lstmp":
+        k = 1.0 / np.sqrt(H)
+        w["w_hh"] = rng.uniform(-k, k, (G * H, P)).astype(F32)
+        w["w_hr"] = rng.uniform(-k, k, (P, H)).astype(F32)
+    if variant == "gru_v1":
+        w["b_hh"] = None
+    Hs = P if variant == "lstmp" else H
+    x = rng.standard_normal((T, N, C), dtype=F32)
+    dy = rng.standard_normal((T, N, Hs), dtype=F32)
+    xt = torch.from_numpy(x.copy())
+    dyt = torch.from_numpy(dy.copy())
+
+    if variant == "lstmp":
+        mod = torch.nn.LSTM(C, H, proj_size=P)
+        with torch.no_grad():
+            for name, key in (("weight_ih_l0", "w_ih"), ("weight_hh_l0", "w_hh"), ("bias_ih_l0", "b_ih"),
+                              ("bias_hh_l0", "b_hh"), ("weight_hr_l0", "w_hr")):
+                getattr(mod, name).copy_(torch.from_numpy(w[key]))
+        th_call = lambda: mod(xt)[0]  # noqa: E731
+        th_params = list(mod.parameters())
+        fwd = lambda: F.lstm_forward(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w_hr=w["w_hr"])  # noqa: E731
+        bwd = F.lstm_backward
+        check = True
+    elif variant == "lstm_ln":
+        f = _torch_ln_lstm(torch, w, H)
+        zeros = torch.zeros(N, H)
+        th_call = lambda: f(xt, zeros, zeros)  # noqa: E731
+        th_params = f.params
+        fwd = lambda: F.layernorm_lstm_forward(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])  # noqa: E731
+        bwd = F.layernorm_lstm_backward
+        check = True
+    else:
+        mod = torch_rnn_module(torch, "gru", C, H, {**w, "b_hh": np.zeros(G * H, F32)})
+        th_call = lambda: mod(xt)[0]  # noqa: E731
+        th_params = list(mod.parameters())
+        fwd = lambda: F.gru_forward(x, None, w["w_ih"], w["w_hh"], w["b_ih"], None, reset_after=False)  # noqa: E731
+        bwd = F.gru_backward
+        check = False  # another formulation: outputs differ by design
+
+    err = None
+    if check:
+        with torch.no_grad():
+            err = rel_err(fwd().y, th_call().numpy())
+    if mode == "fwd":
+        def rk_fn() -> None:
+            fwd()
+
+        def th_fn() -> None:
+            with torch.no_grad():
+                th_call()
+        th_before = None
+    else:
+        xt.requires_grad_(True)
+        for p in th_params:
+            p.requires_grad_(True)
+
+        def rk_fn() -> None:
+            bwd(fwd().cache, dy)
+
+        def th_zero() -> None:
+            xt.grad = None
+            for p in th_params:
+                p.grad = None
+
+        def th_fn() -> None:
+            th_call().backward(dyt)
+        th_before = th_zero
+
+    res = interleaved([Participant("rnnkit", rk_fn), Participant("torch", th_fn, th_before)], samples, warmup)
+    flops = 2.0 * T * N * G * H * (C + Hs) + (2.0 * T * N * H * P if variant == "lstmp" else 0.0)
+    flops *= 3.0 if mode == "train" else 1.0
+    return {"cell": CELL_VARIANT_NAMES[variant], "torch_ref": CELL_VARIANT_REFS[variant], "mode": mode,
+            "T": T, "N": N, "C": C, "H": H, "flops": flops,
+            "max_rel_err": -1.0 if err is None else err, "rnnkit_s": res["rnnkit"], "torch_s": res["torch"]}
+
+
+def bench_cell_costs(rk: Any, shape: Tuple[int, int, int, int], samples: int, warmup: int) -> Dict[str, Any]:
+    """The per-step cost of LayerNorm and of zoneout against the plain LSTM, forward + backward,
+    rnnkit only, interleaved in one run (so the ratios mean something on a noisy machine)."""
+    F = rk.functional
+    T, N, C, H = shape
+    rng = np.random.default_rng(99)
+    w = init_weights(rng, 4, C, H)
+    x = rng.standard_normal((T, N, C), dtype=F32)
+    dy = rng.standard_normal((T, N, H), dtype=F32)
+    zh = (rng.random((T, N, H)) < 0.1).astype(F32)
+    zc = (rng.random((T, N, H)) < 0.5).astype(F32)
+    args = (x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    variants = {
+        "plain": lambda: F.lstm_backward(F.lstm_forward(*args).cache, dy),
+        "layer_norm": lambda: F.layernorm_lstm_backward(F.layernorm_lstm_forward(*args).cache, dy),
+        "zoneout h+c (masks)": lambda: F.lstm_backward(F.lstm_forward(*args, zoneout_h=zh, zoneout_c=zc).cache, dy),
+    }
+    res = interleaved([Participant(k, v) for k, v in variants.items()], samples, warmup)
+    base = median(res["plain"])
+    return {"T": T, "N": N, "C": C, "H": H, "seconds": res,
+            "us_per_step": {k: median(v) / T * 1e6 for k, v in res.items()},
+            "ratio_to_plain": {k: median(v) / base for k, v in res.items()}}
 
 
 # =============================================================================================
@@ -889,6 +1038,28 @@ def report(results: Dict[str, Any]) -> None:
         if bad:
             print(f"! {len(bad)} row(s) where rnnkit and torch outputs differ by a relative 1e-3 or more (see max_rel_err in the JSON)\n")
 
+    if results.get("cells"):
+        print("More cells, float32, ratio = torch median / rnnkit median (>1: rnnkit faster); "
+              "torch ref: its nearest equivalent")
+        rows = []
+        for r in results["cells"]:
+            rows.append([r["cell"], r["mode"], str(r["T"]), str(r["N"]), str(r["C"]), str(r["H"]), str(r["threads"]),
+                         fmt(r["rnnkit_median_ms"], ".3f"), fmt(r["torch_median_ms"], ".3f"), fmt(r["ratio"], ".2f"),
+                         fmt(r["pct_sgemm"], ".0f"), f"{r['rnnkit_min_ms']:.3f}-{r['rnnkit_max_ms']:.3f}",
+                         f"{r['torch_min_ms']:.3f}-{r['torch_max_ms']:.3f}", r["torch_ref"]])
+        print_table(["cell", "mode", "T", "N", "C", "H", "thr", "rnnkit ms", "torch ms", "ratio", "%sgemm",
+                     "rnnkit min-max", "torch min-max", "torch ref"], rows, "ll")
+    if results.get("cell_costs"):
+        print("Per-step cost of LayerNorm and zoneout against the plain LSTM (rnnkit, forward + backward, "
+              "interleaved)")
+        rows = []
+        for c in results["cell_costs"]:
+            for k, v in c["us_per_step"].items():
+                s = c["seconds"][k]
+                rows.append([k, f"{c['T']}x{c['N']}x{c['C']}x{c['H']}", str(c["threads"]), fmt(v, ".1f"),
+                             fmt(c["ratio_to_plain"][k], ".2f"), f"{min(s) * 1e3:.2f}-{max(s) * 1e3:.2f}"])
+        print_table(["LSTM", "TxNxCxH", "thr", "us/step", "x plain", "min-max ms"], rows, "l")
+
     if results.get("stream"):
         print("Streaming, batch 1, 1 thread, microseconds per step (ratio = torch / rnnkit)")
         print_table(["cell", "mode", "torch ref", "C", "H", "rnnkit us/step", "torch us/step", "ratio",
@@ -1066,7 +1237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if threads.blas.method.startswith("none"):
         notes.append(f"NumPy BLAS threads not controlled: {threads.blas.method}")
     results: Dict[str, Any] = {"meta": metadata(args, rnnkit, torch, threads), "notes": notes,
-                               "sgemm": [], "grid": [], "stream": [], "fit": [], "memory": [], "denormal": []}
+                               "sgemm": [], "grid": [], "cells": [], "cell_costs": [], "stream": [], "fit": [],
+                               "memory": [], "denormal": []}
     t_start = time.perf_counter()
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     cells = [c for c in ("lstm", "gru", "rnn") if c in args.only]
@@ -1098,6 +1270,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results["sgemm"].append({"threads": nt, "n": n_gemm, "seconds": gemm_s, "gflops_median": gf_med,
                                      "gflops_min": min(gf), "gflops_max": max(gf)})
             results["grid"].extend(summarize_grid(r, gf_med) for r in rows)
+
+    # ---- more cells (LSTMP, LayerNorm LSTM, GRU v1) and the costs of LayerNorm and zoneout -------
+    if "cells" in args.only:
+        cell_shapes = [s for s in shapes if s[1] > 1] or shapes
+        for nt in args.threads:
+            threads.set(nt)
+            sg = [s["gflops_median"] for s in results["sgemm"] if s["threads"] == nt]
+            for variant in CELL_VARIANTS:
+                for mode in ("fwd", "train"):
+                    for shape in cell_shapes:
+                        log(f"{CELL_VARIANT_NAMES[variant]} {mode} T,N,C,H={shape} threads={nt}")
+                        row = bench_cells_case(rnnkit, torch, variant, mode, shape, S, W)
+                        row["threads"] = nt
+                        results["cells"].append(summarize_grid(row, sg[0] if sg else None))
+            log(f"LayerNorm/zoneout cost, threads={nt}")
+            c = bench_cell_costs(rnnkit, (50, 32, 128, 128), S, W)
+            c["threads"] = nt
+            results["cell_costs"].append(c)
 
     # ---- streaming, 1 thread ------------------------------------------------------------------
     if "stream" in args.only:
