@@ -388,3 +388,20 @@ def test_from_torch_module_errors():
     torch = _torch()
     with pytest.raises(TypeError, match="module: expected a torch.nn.RNN, LSTM or GRU, got Linear"):
         interop.from_torch_module(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells_round_trip_through_torch(kind):
+    torch = _torch()
+    theirs = getattr(torch.nn, kind)(3, 5, dtype=torch.float64)
+    mine = interop.from_torch_module(theirs)
+    assert type(mine).__name__ == kind and list(mine.state_dict()) == list(theirs.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    a, b = theirs(torch.tensor(x)), mine(x)
+    a = a[0] if isinstance(a, tuple) else a
+    b = b[0] if isinstance(b, tuple) else b
+    np.testing.assert_allclose(b, a.detach().numpy(), rtol=1e-12, atol=1e-12)
+    back = interop.to_torch_module(mine)
+    assert type(back) is type(theirs)
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k

@@ -175,8 +175,11 @@ def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn
     Parameters keep PyTorch's shapes and names (``weight_ih_l0: [G*H, C]``, ...).
     """
     kind = type(module).__name__
+    if kind in ("RNNCell", "LSTMCell", "GRUCell") and callable(getattr(module, "state_dict", None)):
+        return _cell_from_torch(module, kind, seed)
     if kind not in ("RNN", "LSTM", "GRU") or not callable(getattr(module, "state_dict", None)):
-        raise TypeError(f"module: expected a torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
+        raise TypeError(f"module: expected a torch.nn.RNN, LSTM, GRU or one of their cells, got "
+                        f"{type(module).__name__}")
     sd = module.state_dict()
     first = np.asarray(to_numpy(next(iter(sd.values()))))
     if first.dtype not in FLOAT_DTYPES:
@@ -197,6 +200,21 @@ def from_torch_module(module: Any, *, seed: SeedLike = None) -> Union[nn.RNN, nn
     return out
 
 
+def _cell_from_torch(module: Any, kind: str, seed: SeedLike) -> Any:
+    """The rnnkit.nn cell equivalent to a torch.nn RNNCell/LSTMCell/GRUCell (same weights)."""
+    sd = module.state_dict()
+    first = np.asarray(to_numpy(next(iter(sd.values()))))
+    if first.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"module: expected float32 or float64 parameters, got {first.dtype}")
+    kw: Dict[str, Any] = dict(bias=bool(module.bias), dtype=first.dtype, seed=seed)
+    if kind == "RNNCell":
+        kw["nonlinearity"] = str(module.nonlinearity)
+    out = getattr(nn, kind)(int(module.input_size), int(module.hidden_size), **kw)
+    out.load_state_dict(sd)
+    out.train(bool(module.training))
+    return out
+
+
 def to_torch_module(module: Union[nn.RNN, nn.LSTM, nn.GRU]) -> Any:
     """Builds the ``torch.nn.RNN``/``LSTM``/``GRU`` equivalent to an rnnkit.nn module (same
     configuration, dtype and weights; training/eval mode copied). Requires torch.
@@ -207,8 +225,17 @@ def to_torch_module(module: Union[nn.RNN, nn.LSTM, nn.GRU]) -> Any:
     """
     import torch
 
-    cell = _module_cell(module)
     tdtype = torch.float64 if module.dtype == np.float64 else torch.float32
+    if isinstance(module, (nn.RNNCell, nn.LSTMCell, nn.GRUCell)):
+        kind = type(module).__name__
+        ckw: Dict[str, Any] = dict(bias=module.bias, dtype=tdtype)
+        if kind == "RNNCell":
+            ckw["nonlinearity"] = module.nonlinearity
+        cell_out = getattr(torch.nn, kind)(module.input_size, module.hidden_size, **ckw)
+        cell_out.load_state_dict(state_dict_to_torch(module.state_dict()))
+        cell_out.train(module.training)
+        return cell_out
+    cell = _module_cell(module)
     kw: Dict[str, Any] = dict(num_layers=module.num_layers, bias=module.bias,
                               batch_first=module.batch_first, dropout=module.dropout,
                               bidirectional=module.bidirectional, dtype=tdtype)
