@@ -386,7 +386,7 @@ def test_module_conversions(kind, kw):
 
 def test_from_torch_module_errors():
     torch = _torch()
-    with pytest.raises(TypeError, match="module: expected a torch.nn.RNN, LSTM or GRU, got Linear"):
+    with pytest.raises(TypeError, match="module: expected a torch.nn.RNN, LSTM, GRU or one of their cells, got Linear"):
         interop.from_torch_module(torch.nn.Linear(2, 2))
 
 
