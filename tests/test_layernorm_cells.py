@@ -186,3 +186,19 @@ def test_errors_name_the_argument():
     x, h0, c0, w = _setup("lstm_ln", np.random.default_rng(4))
     with pytest.raises(ValueError, match=r"gamma_c: expected shape \(5,\)"):
         F.layernorm_lstm_forward(x, h0, c0, w["w_ih"], w["w_hh"], gamma_c=np.ones(4))
+
+
+@pytest.mark.parametrize("cell", ["lstm_ln", "gru_ln"])
+def test_stream_matches_whole_sequence(cell):
+    from rnnkit import streaming
+
+    x, h0, c0, w = _setup(cell, np.random.default_rng(5), T=7, N=2, C=3, H=6)
+    x32 = x.astype(np.float32)
+    w32 = {k: v.astype(np.float32) for k, v in w.items()}
+    y = _run(cell, x32, None, None, w32).y
+    cls = streaming.LSTMStream if cell == "lstm_ln" else streaming.GRUStream
+    s = cls(**w32, batch_size=2)
+    got = np.stack([s.step(x32[t]) for t in range(3)] + list(s.run(x32[3:])))
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="gamma_x, gamma_h"):
+        cls(w32["w_ih"], w32["w_hh"], gamma_x=w32["gamma_x"], batch_size=2)

@@ -676,13 +676,23 @@ void def_stream(py::module_& m, const char* name) {
       .def(py::init([](const std::string& kind, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
                        const std::string& act, const std::string& rec, const OptArr<T>& w_hr,
-                       double zh_p, double zc_p) {
-             const rnnkit::CellKind k = kind == "LSTM"     ? rnnkit::CellKind::LSTM
-                                        : kind == "GRU"    ? rnnkit::CellKind::GRU
-                                        : kind == "GRU_V1" ? rnnkit::CellKind::GRUv1
-                                                           : rnnkit::CellKind::RNN;
-             rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "GRU_V1" || kind == "RNN",
-                             "kind: expected 'RNN', 'LSTM', 'GRU' or 'GRU_V1', got '" + kind + "'");
+                       double zh_p, double zc_p, const OptArr<T>& gx, const OptArr<T>& gh,
+                       const OptArr<T>& gc, const OptArr<T>& bc) {
+             const rnnkit::CellKind k = kind == "LSTM"      ? rnnkit::CellKind::LSTM
+                                        : kind == "GRU"     ? rnnkit::CellKind::GRU
+                                        : kind == "GRU_V1"  ? rnnkit::CellKind::GRUv1
+                                        : kind == "LSTM_LN" ? rnnkit::CellKind::LSTMLN
+                                        : kind == "GRU_LN"  ? rnnkit::CellKind::GRULN
+                                                            : rnnkit::CellKind::RNN;
+             rnnkit::require(kind == "LSTM" || kind == "GRU" || kind == "GRU_V1" || kind == "RNN" ||
+                                 kind == "LSTM_LN" || kind == "GRU_LN",
+                             "kind: expected 'RNN', 'LSTM', 'GRU', 'GRU_V1', 'LSTM_LN' or 'GRU_LN', got '" +
+                                 kind + "'");
+             const bool ln_kind = k == rnnkit::CellKind::LSTMLN || k == rnnkit::CellKind::GRULN;
+             rnnkit::require(ln_kind == bool(gx) && ln_kind == bool(gh),
+                             "gamma_x, gamma_h: expected for a LayerNorm stream only");
+             rnnkit::require(!ln_kind || (zh_p == 0.0 && zc_p == 0.0 && !w_hr),
+                             "zoneout, w_hr: a LayerNorm stream has neither");
              rnnkit::require(k != rnnkit::CellKind::GRUv1 || !b_hh,
                              "b_hh: the GRU with reset_after=False has no recurrent bias, expected None");
              rnnkit::require(!w_hr || k == rnnkit::CellKind::LSTM,
@@ -696,6 +706,8 @@ void def_stream(py::module_& m, const char* name) {
              // sizes from the weights; a one-step x of [batch, C] checks them all
              Arr<T> x(std::vector<py::ssize_t>{1, batch_size, w_ih.shape(1)});
              const auto d = dims_of(x, w_ih, w_hh, b_ih, b_hh, G, w_hr);
+             rnnkit::LnParams<T> ln{};
+             if (ln_kind) ln = ln_params(*gx, *gh, gc, bc, d, G, k == rnnkit::CellKind::LSTMLN);
              const auto zh = zoneout_of<T>(std::nullopt, zh_p, {}, "zoneout_h");
              const auto zc = zoneout_of<T>(std::nullopt, zc_p, {}, "zoneout_c");
              rnnkit::require(zh_p == 0.0 || k != rnnkit::CellKind::RNN,
@@ -703,13 +715,15 @@ void def_stream(py::module_& m, const char* name) {
              rnnkit::require(zc_p == 0.0 || k == rnnkit::CellKind::LSTM,
                              "zoneout_c: only an LSTM has a cell state");
              return new S(k, parse_acts(act, rec), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
-                          ptr(b_hh), ptr(w_hr), d.P, zh.p, zc.p);
+                          ptr(b_hh), ptr(w_hr), d.P, zh.p, zc.p, ln);
            }),
            py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
            py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
            py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
            py::arg("w_hr").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0,
-           py::arg("zoneout_c_p") = 0.0)
+           py::arg("zoneout_c_p") = 0.0, py::arg("gamma_x").noconvert() = py::none(),
+           py::arg("gamma_h").noconvert() = py::none(), py::arg("gamma_c").noconvert() = py::none(),
+           py::arg("beta_c").noconvert() = py::none())
       // step(x: [N, C]) -> h: [N, H]
       .def("step",
            [](S& s, const py::array& x) {

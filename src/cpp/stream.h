@@ -9,17 +9,22 @@
 #include "core.h"
 #include "gemm.h"
 #include "gru.h"
+#include "gru_ln.h"
 #include "lstm.h"
+#include "lstm_ln.h"
 #include "rnn.h"
 
 namespace rnnkit {
 
-// GRUv1: the GRU with the reset gate before the recurrent product (Keras reset_after=False).
-enum class CellKind { RNN, LSTM, GRU, GRUv1 };
+// GRUv1: the GRU with the reset gate before the recurrent product (Keras reset_after=False);
+// LSTMLN, GRULN: the LayerNorm cells (lstm_ln.h, gru_ln.h).
+enum class CellKind { RNN, LSTM, GRU, GRUv1, LSTMLN, GRULN };
 
-inline Index gates_of(CellKind k) {
-  return k == CellKind::LSTM ? 4 : (k == CellKind::GRU || k == CellKind::GRUv1) ? 3 : 1;
+inline bool is_lstm(CellKind k) { return k == CellKind::LSTM || k == CellKind::LSTMLN; }
+inline bool is_gru(CellKind k) {
+  return k == CellKind::GRU || k == CellKind::GRUv1 || k == CellKind::GRULN;
 }
+inline Index gates_of(CellKind k) { return is_lstm(k) ? 4 : is_gru(k) ? 3 : 1; }
 
 template <typename T>
 class Stream {
@@ -27,18 +32,29 @@ class Stream {
   // Copies the weights: w_ih: [G*H, C], w_hh: [G*H, Hs], b_ih, b_hh: [G*H] (null = none),
   // w_hr: [P, H] (an LSTM's projection, P > 0; null = none, Hs = H); the state is [N, Hs] (and
   // the LSTM cell state [N, H]), zero to start with; acts: the cell's activations; zh_p, zc_p:
-  // zoneout probabilities of h and c (inference: each step moves the state by 1 - p of the way).
+  // zoneout probabilities of h and c (inference: each step moves the state by 1 - p of the way);
+  // ln: the LayerNorm cells' gains and biases (gx, gh: [G*H]; gc, bc: [H]; copied).
   Stream(CellKind kind, CellActs acts, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
          const T* b_ih, const T* b_hh, const T* w_hr = nullptr, Index P = 0, T zh_p = T(0),
-         T zc_p = T(0))
+         T zc_p = T(0), LnParams<T> ln = {})
       : kind_(kind), acts_(acts), zh_p_(zh_p), zc_p_(zc_p), C_(C), H_(H), N_(N),
         G_(gates_of(kind) * H), P_(w_hr ? P : 0),
         Hs_(P_ ? P_ : H), w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, Hs_)),
         w_hr_(P_ ? Mat<T>(CMatMap<T>(w_hr, P_, H)) : Mat<T>()),
         b_ih_(b_ih ? RowVec<T>(CRowVecMap<T>(b_ih, G_)) : RowVec<T>()),
         b_hh_(b_hh ? RowVec<T>(CRowVecMap<T>(b_hh, G_)) : RowVec<T>()),
-        h_(Mat<T>::Zero(N, Hs_)), c_(Mat<T>::Zero(kind == CellKind::LSTM ? N : 0, H)),
-        gh_(new T[(kind == CellKind::GRU || kind == CellKind::GRUv1) ? N * G_ : 0]) {
+        h_(Mat<T>::Zero(N, Hs_)), c_(Mat<T>::Zero(is_lstm(kind) ? N : 0, H)),
+        gh_(new T[(is_gru(kind) || kind == CellKind::LSTMLN) ? N * G_ : 0]) {
+    if (ln.gx) {
+      // the LayerNorm gains and biases: [gx | gh | gc | bc]
+      ln_.resize(2 * G_ + (kind == CellKind::LSTMLN ? 2 * H : 0));
+      std::copy(ln.gx, ln.gx + G_, ln_.data());
+      std::copy(ln.gh, ln.gh + G_, ln_.data() + G_);
+      if (kind == CellKind::LSTMLN) {
+        std::copy(ln.gc, ln.gc + H, ln_.data() + 2 * G_);
+        std::copy(ln.bc, ln.bc + H, ln_.data() + 2 * G_ + H);
+      }
+    }
     // both weight matrices packed once, for every later call
     packed_ih_.reserve(C, G_);
     packed_ih_.pack_transposed(w_ih_.data(), C, 0, G_);
@@ -57,7 +73,7 @@ class Stream {
       packed_hr_.reserve(H, P_);
       packed_hr_.pack_transposed(w_hr_.data(), H, 0, P_);
     }
-    if (kind != CellKind::GRU && b_ih_.size() && b_hh_.size()) {
+    if (!is_gru(kind) && b_ih_.size() && b_hh_.size()) {
       // RNN and LSTM add both biases to the input projection: fold them into one
       b_ih_ += b_hh_;
       b_hh_.resize(0);
@@ -71,6 +87,13 @@ class Stream {
   Index state_size() const { return Hs_; }
   Index N() const { return N_; }
   CellKind kind() const { return kind_; }
+  // the LayerNorm parameters as the kernels take them (null pointers for the other cells)
+  LnParams<T> ln() const {
+    if (!ln_.size()) return {};
+    const T* p = ln_.data();
+    return {p, p + G_, kind_ == CellKind::LSTMLN ? p + 2 * G_ : nullptr,
+            kind_ == CellKind::LSTMLN ? p + 2 * G_ + H_ : nullptr};
+  }
   // copies of the carried state: h: [N, Hs], c: [N, H]
   Mat<T> h() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -85,7 +108,7 @@ class Stream {
   void reset(const T* h0, const T* c0) {
     std::lock_guard<std::mutex> lock(mu_);
     if (h0) h_ = CMatMap<T>(h0, N_, Hs_); else h_.setZero();
-    if (kind_ == CellKind::LSTM) {
+    if (is_lstm(kind_)) {
       if (c0) c_ = CMatMap<T>(c0, N_, H_); else c_.setZero();
     }
   }
@@ -129,6 +152,19 @@ class Stream {
       case CellKind::RNN:
         completed = rnn_forward<T>(d, x, h_.data(), w, opt, y, S_.get());
         break;
+      case CellKind::LSTMLN:
+        completed = lstm_ln_forward<T>(d, x, h_.data(), c_.data(), w, ln(), opt, y,
+                                       {S_.get(), Cs_.get(), gates_.get(), Xh_.get(), Rh_.get(),
+                                        hn_.get(), rstd_.get()},
+                                       gh_.get());
+        if (completed)
+          std::copy(Cs_.get() + steps * NH, Cs_.get() + (steps + 1) * NH, c_.data());
+        break;
+      case CellKind::GRULN:
+        completed = gru_ln_forward<T>(d, x, h_.data(), w, ln(), opt, y,
+                                      {S_.get(), gates_.get(), Xh_.get(), Rh_.get(), rstd_.get()},
+                                      gh_.get());
+        break;
     }
     // carried state h = S[steps]
     if (completed) std::copy(S_.get() + steps * NHs, S_.get() + (steps + 1) * NHs, h_.data());
@@ -146,8 +182,14 @@ class Stream {
     if (P_) M_.reset(new T[steps * NH]);
     if (kind_ == CellKind::LSTM && zc_p_ != T(0)) Cnew_.reset(new T[steps * NH]);
     gates_.reset(new T[steps * N_ * G_]);
-    if (kind_ == CellKind::LSTM) Cs_.reset(new T[(steps + 1) * NH]);
-    if (kind_ == CellKind::GRU || kind_ == CellKind::GRUv1) hn_.reset(new T[steps * NH]);
+    if (is_lstm(kind_)) Cs_.reset(new T[(steps + 1) * NH]);
+    if (kind_ == CellKind::GRU || kind_ == CellKind::GRUv1 || kind_ == CellKind::LSTMLN)
+      hn_.reset(new T[steps * NH]);  // GRU's W_hn h + b_hn, r ⊙ h̃; LayerNorm LSTM's LN(c')
+    if (kind_ == CellKind::LSTMLN || kind_ == CellKind::GRULN) {
+      Xh_.reset(new T[steps * N_ * G_]);
+      Rh_.reset(new T[steps * N_ * G_]);
+      rstd_.reset(new T[steps * N_ * 3]);
+    }
     cap_ = steps;
   }
 
@@ -156,10 +198,11 @@ class Stream {
   T zh_p_, zc_p_;
   Index C_, H_, N_, G_, P_, Hs_;
   Mat<T> w_ih_, w_hh_, w_hr_;
+  RowVec<T> ln_;  // LayerNorm gains and biases (see ln())
   RowVec<T> b_ih_, b_hh_;
   Mat<T> h_, c_;
   PackedB<T> packed_ih_, packed_hh_, packed_hn_, packed_hr_;
-  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_, M_, Cnew_;  // workspaces (see reserve)
+  std::unique_ptr<T[]> gh_, S_, Cs_, gates_, hn_, M_, Cnew_, Xh_, Rh_, rstd_;  // workspaces (see reserve)
   Index cap_ = 0;
   mutable std::mutex mu_;
 };

@@ -39,7 +39,7 @@ class _Stream:
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
                  kind: Optional[str] = None, w_hr=None, zoneout: float = 0.0,
-                 zoneout_cell: float = 0.0) -> None:
+                 zoneout_cell: float = 0.0, ln: Optional[dict] = None) -> None:
         batch_size = check_positive_int("batch_size", batch_size)
         check_cell_activations(activation, recurrent_activation)
         kind = kind or self._kind
@@ -56,9 +56,17 @@ class _Stream:
                           float(batch_size) * H * (2 * G + 4) * dt.itemsize,
                           f"a {self._kind} stream's state (H={H})")
         impl_cls = _core.StreamF32 if dt == np.float32 else _core.StreamF64
+        lnp = {}
+        if ln is not None:  # the LayerNorm cells' gains and biases, [G*H] and [H]
+            for name, size in (("gamma_x", G * H), ("gamma_h", G * H), ("gamma_c", H), ("beta_c", H)):
+                if name in ln:
+                    a = as_float_array(name, ln[name], dt)
+                    if a.shape != (size,):
+                        raise ValueError(f"{name}: expected shape ({size},), got {a.shape}")
+                    lnp[name] = a
         self._impl = impl_cls(kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
                               recurrent_activation, w_hr, check_rate("zoneout", zoneout),
-                              check_rate("zoneout_cell", zoneout_cell))
+                              check_rate("zoneout_cell", zoneout_cell), **lnp)
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
         self.step = self._impl.step
@@ -116,17 +124,24 @@ class RNNStream(_Stream):
 
 class LSTMStream(_Stream):
     """Streaming LSTM (gate order i, f, g, o), with a projection ``w_hr: [P, H]`` (LSTMP: the
-    state and each step's output are P wide) when given, and the inference form of zoneout
-    (``zoneout``, ``zoneout_cell``: each step moves h, c by ``1 - rate`` of the way). See the
-    module documentation."""
+    state and each step's output are P wide) when given, the inference form of zoneout
+    (``zoneout``, ``zoneout_cell``: each step moves h, c by ``1 - rate`` of the way), and the
+    LayerNorm LSTM when its gains are given (``gamma_x``, ``gamma_h``: [4H], ``gamma_c``,
+    ``beta_c``: [H]). See the module documentation."""
     _kind = "LSTM"
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 zoneout: float = 0.0, zoneout_cell: float = 0.0) -> None:
+                 zoneout: float = 0.0, zoneout_cell: float = 0.0, gamma_x=None, gamma_h=None,
+                 gamma_c=None, beta_c=None) -> None:
+        ln = None
+        if any(a is not None for a in (gamma_x, gamma_h, gamma_c, beta_c)):
+            if any(a is None for a in (gamma_x, gamma_h, gamma_c, beta_c)):
+                raise ValueError("gamma_x, gamma_h, gamma_c, beta_c: a LayerNorm LSTM stream needs all four")
+            ln = {"gamma_x": gamma_x, "gamma_h": gamma_h, "gamma_c": gamma_c, "beta_c": beta_c}
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
                          recurrent_activation=recurrent_activation, w_hr=w_hr, zoneout=zoneout,
-                         zoneout_cell=zoneout_cell)
+                         zoneout_cell=zoneout_cell, kind="LSTM_LN" if ln else "LSTM", ln=ln)
 
     @property
     def c(self) -> np.ndarray:
@@ -142,10 +157,17 @@ class GRUStream(_Stream):
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 reset_after: bool = True, zoneout: float = 0.0) -> None:
+                 reset_after: bool = True, zoneout: float = 0.0, gamma_x=None, gamma_h=None) -> None:
+        ln = None
+        if gamma_x is not None or gamma_h is not None:
+            if gamma_x is None or gamma_h is None:
+                raise ValueError("gamma_x, gamma_h: a LayerNorm GRU stream needs both")
+            if not reset_after:
+                raise ValueError("reset_after: the LayerNorm GRU has PyTorch's form only (True)")
+            ln = {"gamma_x": gamma_x, "gamma_h": gamma_h}
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
                          recurrent_activation=recurrent_activation,
-                         kind="GRU" if reset_after else "GRU_V1", zoneout=zoneout)
+                         kind="GRU_LN" if ln else ("GRU" if reset_after else "GRU_V1"), zoneout=zoneout, ln=ln)
 
 
 class StackedStream:
