@@ -61,6 +61,33 @@ def gru_backward(x: Array, w_ih: Array, w_hh: Array, mask: Mask, rd: Optional[Ar
                  reset_after: bool = True, zoneout_h: Optional[Array] = None, zoneout_h_p: float = 0.0
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array, Optional[Array]]: ...
 
+# LayerNorm LSTM (haste's): gamma_x, gamma_h: [4H], gamma_c, beta_c: [H]
+# -> y: [T, N, H], S, Cs: [T+1, N, H], gates, x_hat, r_hat: [T, N, 4H], c_hat: [T, N, H], rstd: [T, N, 3]
+def lstm_ln_forward(x: Array, h0: Optional[Array], c0: Optional[Array], w_ih: Array, w_hh: Array,
+                    b_ih: Optional[Array], b_hh: Optional[Array], gamma_x: Array, gamma_h: Array,
+                    gamma_c: Optional[Array], beta_c: Optional[Array], mask: Mask, rd: Optional[Array],
+                    reverse: bool, zero_masked: bool, activation: str = "tanh",
+                    recurrent_activation: str = "sigmoid") -> Tuple[Array, ...]: ...
+# -> dx or None, dh0, dc0, dw_ih, dw_hh, db, dgamma_x, dgamma_h, dgamma_c, dbeta_c
+def lstm_ln_backward(x: Array, w_ih: Array, w_hh: Array, gamma_x: Array, gamma_h: Array,
+                     gamma_c: Optional[Array], beta_c: Optional[Array], mask: Mask, rd: Optional[Array],
+                     reverse: bool, zero_masked: bool, S: Array, Cs: Array, gates: Array, x_hat: Array,
+                     r_hat: Array, c_hat: Array, rstd: Array, dy: Array, dh_n: Optional[Array],
+                     dc_n: Optional[Array], need_dx: bool, activation: str = "tanh",
+                     recurrent_activation: str = "sigmoid") -> Tuple[Optional[Array], ...]: ...
+# LayerNorm GRU (haste's): gamma_x, gamma_h: [3H]
+# -> y: [T, N, H], S: [T+1, N, H], gates, x_hat, r_hat: [T, N, 3H], rstd: [T, N, 2]
+def gru_ln_forward(x: Array, h0: Optional[Array], w_ih: Array, w_hh: Array, b_ih: Optional[Array],
+                   b_hh: Optional[Array], gamma_x: Array, gamma_h: Array, mask: Mask,
+                   rd: Optional[Array], reverse: bool, zero_masked: bool, activation: str = "tanh",
+                   recurrent_activation: str = "sigmoid") -> Tuple[Array, ...]: ...
+# -> dx or None, dh0, dw_ih, dw_hh, db_ih, db_hh, dgamma_x, dgamma_h
+def gru_ln_backward(x: Array, w_ih: Array, w_hh: Array, b_hh: Optional[Array], gamma_x: Array,
+                    gamma_h: Array, mask: Mask, rd: Optional[Array], reverse: bool, zero_masked: bool,
+                    S: Array, gates: Array, x_hat: Array, r_hat: Array, rstd: Array, dy: Array,
+                    dh_n: Optional[Array], need_dx: bool, activation: str = "tanh",
+                    recurrent_activation: str = "sigmoid") -> Tuple[Optional[Array], ...]: ...
+
 # x: [..., K] -> [..., K] / [...]
 def softmax_rows(x: Array) -> Array: ...
 def sum_rows(x: Array) -> Array: ...
@@ -73,11 +100,13 @@ def adam_update(var: Array, grad: Array, m: Array, v: Array, v_hat: Optional[Arr
 
 class _Stream:
     """Streaming inference of one cell: weights packed once, state carried in C++.
-    kind: 'RNN' | 'LSTM' | 'GRU' | 'GRU_V1' (reset_after=False)."""
+    kind: 'RNN' | 'LSTM' | 'GRU' | 'GRU_V1' (reset_after=False) | 'LSTM_LN' | 'GRU_LN' (LayerNorm)."""
     def __init__(self, kind: str, w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
                  batch_size: int, activation: str = "tanh",
                  recurrent_activation: str = "sigmoid", w_hr: Optional[Array] = None,
-                 zoneout_h_p: float = 0.0, zoneout_c_p: float = 0.0) -> None: ...
+                 zoneout_h_p: float = 0.0, zoneout_c_p: float = 0.0, gamma_x: Optional[Array] = None,
+                 gamma_h: Optional[Array] = None, gamma_c: Optional[Array] = None,
+                 beta_c: Optional[Array] = None) -> None: ...
     # x: [N, C] -> h: [N, H]
     def step(self, x: Array) -> Array: ...
     # x: [steps, N, C] -> y: [steps, N, H]
