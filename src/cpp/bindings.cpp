@@ -194,6 +194,16 @@ rnnkit::CellActs parse_acts(const std::string& act, const std::string& rec) {
   return a;
 }
 
+// The optional output of a backward's reverse loop: ‖dL/dh_t‖ of every step and row, [T, N]
+// float64 (C-contiguous, writeable), or none.
+using NormsOut = std::optional<py::array_t<double, py::array::c_style>>;
+double* dh_norms_ptr(NormsOut& a, const rnnkit::Dims& d) {
+  if (!a) return nullptr;
+  check_shape(*a, {d.T, d.N}, "dh_norms");
+  rnnkit::require(a->writeable(), "dh_norms: expected a writeable array");
+  return a->mutable_data();
+}
+
 // One state's zoneout: a per-step array z: [T, N, W] (training masks, 1 = keep the previous
 // value) or, without one, the constant p in [0, 1) (inference: the expectation; 0 = none).
 template <typename T>
@@ -254,7 +264,7 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
                         const Arr<T>& dy, const OptArr<T>& dh_n, const OptArr<T>& dc_n,
                         bool need_dx, const std::string& act, const std::string& rec,
                         const OptArr<T>& w_hr, OptArr<T>& M, const OptArr<T>& zh, double zh_p,
-                        const OptArr<T>& zc, double zc_p, OptArr<T>& Cnew) {
+                        const OptArr<T>& zc, double zc_p, OptArr<T>& Cnew, NormsOut dh_norms) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4, w_hr);
   const Index Hs = d.state();
   check_shape(S, {d.T + 1, d.N, Hs}, "cache.S");
@@ -265,7 +275,8 @@ py::tuple lstm_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
   check_shape(dy, {d.T, d.N, Hs}, "dy");
   check_opt(dh_n, {d.N, Hs}, "dh_n");
   check_opt(dc_n, {d.N, d.H}, "dc_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  opt.dh_norms = dh_norms_ptr(dh_norms, d);
   check_opt(rd, {d.N, Hs}, "recurrent_dropout_mask");
   rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   w.w_hr = ptr(w_hr);
@@ -359,7 +370,7 @@ py::tuple lstm_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_
                            bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& Cs, Arr<T>& gates,
                            Arr<T>& Xh, Arr<T>& Rh, Arr<T>& Ch, Arr<T>& rstd, const Arr<T>& dy,
                            const OptArr<T>& dh_n, const OptArr<T>& dc_n, bool need_dx,
-                           const std::string& act, const std::string& rec) {
+                           const std::string& act, const std::string& rec, NormsOut dh_norms) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 4);
   const auto ln = ln_params(gx, gh, gc, bc, d, 4, true);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
@@ -372,7 +383,8 @@ py::tuple lstm_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
   check_opt(dc_n, {d.N, d.H}, "dc_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  opt.dh_norms = dh_norms_ptr(dh_norms, d);
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -446,7 +458,7 @@ py::tuple gru_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_h
                           const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
                           Arr<T>& S, Arr<T>& gates, Arr<T>& Xh, Arr<T>& Rh, Arr<T>& rstd,
                           const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
-                          const std::string& act, const std::string& rec) {
+                          const std::string& act, const std::string& rec, NormsOut dh_norms) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, b_hh, 3);
   const auto ln = ln_params<T>(gx, gh, std::nullopt, std::nullopt, d, 3, false);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
@@ -456,7 +468,8 @@ py::tuple gru_ln_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_h
   check_shape(rstd, {d.T, d.N, 2}, "cache.rstd");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  opt.dh_norms = dh_norms_ptr(dh_norms, d);
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, ptr(b_hh), ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -529,14 +542,15 @@ py::tuple gru_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh, 
                        bool reverse, bool zero_masked, Arr<T>& S, Arr<T>& gates, Arr<T>& hn,
                        const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx,
                        const std::string& act, const std::string& rec, bool reset_after,
-                       const OptArr<T>& zh, double zh_p) {
+                       const OptArr<T>& zh, double zh_p, NormsOut dh_norms) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 3);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(gates, {d.T, d.N, 3 * d.H}, "cache.gates");
   check_shape(hn, {d.T, d.N, d.H}, "cache.hn");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, rec)};
+  opt.dh_norms = dh_norms_ptr(dh_norms, d);
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   w.zh = zoneout_of(zh, zh_p, {d.T, d.N, d.H}, "zoneout_h");
@@ -598,12 +612,13 @@ py::tuple rnn_forward(const Arr<T>& x, const OptArr<T>& h0, const Arr<T>& w_ih, 
 template <typename T>
 py::tuple rnn_backward(const Arr<T>& x, const Arr<T>& w_ih, const Arr<T>& w_hh,
                        const std::string& act, const Mask& mask, const OptArr<T>& rd, bool reverse, bool zero_masked,
-                       const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx) {
+                       const Arr<T>& S, const Arr<T>& dy, const OptArr<T>& dh_n, bool need_dx, NormsOut dh_norms) {
   const auto d = dims_of<T>(x, w_ih, w_hh, std::nullopt, std::nullopt, 1);
   check_shape(S, {d.T + 1, d.N, d.H}, "cache.S");
   check_shape(dy, {d.T, d.N, d.H}, "dy");
   check_opt(dh_n, {d.N, d.H}, "dh_n");
-  const rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, "sigmoid")};
+  rnnkit::SeqOptions opt{mask_ptr(mask, d), reverse, zero_masked, parse_acts(act, "sigmoid")};
+  opt.dh_norms = dh_norms_ptr(dh_norms, d);
   check_opt(rd, {d.N, d.H}, "recurrent_dropout_mask");
   const rnnkit::Weights<T> w{w_ih.data(), w_hh.data(), nullptr, nullptr, ptr(rd)};
   auto dx = need_dx ? empty<T>({d.T, d.N, d.C}) : Arr<T>();
@@ -856,7 +871,7 @@ void def_kernels(py::module_& m) {
         py::arg("gates").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
         py::arg("dc_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid",
         py::arg("w_hr").noconvert() = py::none(), py::arg("M").noconvert() = py::none(), py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0, py::arg("zoneout_c").noconvert() = py::none(), py::arg("zoneout_c_p") = 0.0,
-        py::arg("c_new").noconvert() = py::none());
+        py::arg("c_new").noconvert() = py::none(), py::arg("dh_norms").noconvert() = py::none());
   m.def("lstm_ln_forward", &lstm_ln_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("c0").noconvert(), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
         py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("gamma_x").noconvert(),
@@ -870,7 +885,7 @@ void def_kernels(py::module_& m) {
         py::arg("Cs").noconvert(), py::arg("gates").noconvert(), py::arg("x_hat").noconvert(),
         py::arg("r_hat").noconvert(), py::arg("c_hat").noconvert(), py::arg("rstd").noconvert(),
         py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("dc_n").noconvert(),
-        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("dh_norms").noconvert() = py::none());
   m.def("gru_ln_forward", &gru_ln_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("gamma_x").noconvert(), py::arg("gamma_h").noconvert(),
@@ -881,7 +896,7 @@ void def_kernels(py::module_& m) {
         py::arg("gamma_h").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("x_hat").noconvert(), py::arg("r_hat").noconvert(), py::arg("rstd").noconvert(),
-        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid");
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("dh_norms").noconvert() = py::none());
   m.def("gru_forward", &gru_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("mask").noconvert(), py::arg("rd").noconvert(), py::arg("reverse"),
@@ -892,7 +907,7 @@ void def_kernels(py::module_& m) {
         py::arg("zero_masked"), py::arg("S").noconvert(), py::arg("gates").noconvert(),
         py::arg("hn").noconvert(), py::arg("dy").noconvert(), py::arg("dh_n").noconvert(),
         py::arg("need_dx"), py::arg("activation") = "tanh", py::arg("recurrent_activation") = "sigmoid", py::arg("reset_after") = true,
-        py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0);
+        py::arg("zoneout_h").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0, py::arg("dh_norms").noconvert() = py::none());
   m.def("rnn_forward", &rnn_forward<T>, py::arg("x").noconvert(), py::arg("h0").noconvert(),
         py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(), py::arg("b_ih").noconvert(),
         py::arg("b_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
@@ -900,7 +915,7 @@ void def_kernels(py::module_& m) {
   m.def("rnn_backward", &rnn_backward<T>, py::arg("x").noconvert(), py::arg("w_ih").noconvert(),
         py::arg("w_hh").noconvert(), py::arg("activation"), py::arg("mask").noconvert(), py::arg("rd").noconvert(),
         py::arg("reverse"), py::arg("zero_masked"), py::arg("S").noconvert(),
-        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"));
+        py::arg("dy").noconvert(), py::arg("dh_n").noconvert(), py::arg("need_dx"), py::arg("dh_norms").noconvert() = py::none());
 }
 
 std::string simd_level() {

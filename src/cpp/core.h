@@ -702,7 +702,18 @@ struct SeqOptions {
   bool reverse = false;
   bool zero_masked = false;
   CellActs acts{};  // the cell's activations (the Elman RNN uses acts.act)
+  // backward only, optional: ‖dL/dh_t‖ of every step and row, [T, N] (the gradient reaching the
+  // state after step t, written by the reverse loop: rnnkit.diagnostics' gradient flow)
+  double* dh_norms = nullptr;
   const bool* mask_at(Index t, Index N) const { return mask ? mask + t * N : nullptr; }
 };
+
+// Backward, rows r of step t: dh_norms[t, n] = ‖dh[n]‖ (nothing when dh_norms is null).
+template <typename T>
+inline void record_dh_norms(double* dh_norms, Index t, Index N, Range r, Index H, const T* dh) {
+  if (!dh_norms) return;
+  for (Index n = r.begin; n < r.end; ++n)
+    dh_norms[t * N + n] = double(CRowVecMap<T>(dh + n * H, H).norm());
+}
 
 }  // namespace rnnkit

@@ -201,6 +201,7 @@ bool gru_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      record_dh_norms(opt.dh_norms, t, N, rows, H, dh.data());
       // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
       const T* dnew = dh.data();
       if (w.zh.on()) {
@@ -506,6 +507,7 @@ bool gru_v1_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOp
 
       // dh = dh_carry + dy_t; then d(z pre), d(n pre) of this thread's rows
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      record_dh_norms(opt.dh_norms, t, N, rows, H, dh.data());
       // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
       const T* dnew = dh.data();
       if (w.zh.on()) {

@@ -252,6 +252,7 @@ bool lstm_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOpti
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, Hs, dy + t * NHs, dh_carry.data(), dh.data());
+      record_dh_norms(opt.dh_norms, t, N, rows, Hs, dh.data());
       // the gradient reaching h': dh, or dh ⊙ (1 - z_h) under zoneout
       const T* dnew = dh.data();
       if (w.zh.on()) {

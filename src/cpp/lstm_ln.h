@@ -184,6 +184,7 @@ bool lstm_ln_backward(const Dims& d, const T* x, const Weights<T>& w, const LnPa
 
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      record_dh_norms(opt.dh_norms, t, N, rows, H, dh.data());
       with_acts(opt.acts, [&](auto phi, auto sig) {
         using Phi = decltype(phi);
         using Sig = decltype(sig);

@@ -102,6 +102,7 @@ bool rnn_backward(const Dims& d, const T* x, const Weights<T>& w, const SeqOptio
       T* dGt = dG + t * NH;
       // dh = dh_carry + dy_t
       add_output_grad(m, opt.zero_masked, rows, H, dy + t * NH, dh_carry.data(), dh.data());
+      record_dh_norms(opt.dh_norms, t, N, rows, H, dh.data());
       if (rows.size()) {
         const Index r0 = rows.begin, rr = rows.size();
         auto h = CMatMap<T>(S + si.after(t) * NH + r0 * H, rr, H).array();

@@ -57,7 +57,7 @@ def build_info() -> Dict[str, Any]:
 
 from rnnkit import functional  # noqa: E402
 
-_SUBMODULES = ("activations", "callbacks", "initializers", "interop", "layers", "losses",
+_SUBMODULES = ("activations", "callbacks", "diagnostics", "initializers", "interop", "layers", "losses",
                "metrics", "models", "nn", "optim", "optimizers", "schedules", "serialization",
                "streaming", "training", "utils")
 

@@ -124,7 +124,8 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
 
 
 def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optional[Array]]] = None,
-             *, need_dx: bool = True) -> Tuple[Optional[Array], List[Array], Dict[str, Array]]:
+             *, need_dx: bool = True, dh_norms: Optional[Array] = None
+             ) -> Tuple[Optional[Array], List[Array], Dict[str, Array]]:
     """Backpropagation through time for one :func:`forward`.
 
     Returns ``(dx, d_initial, grads)``: ``dx`` (None when ``need_dx`` is False), the gradients
@@ -133,17 +134,18 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
 
     Shapes
     ------
-    dy: [T, N, H], d_finals: [N, H] each (None = zeros)
+    dy: [T, N, H], d_finals: [N, H] each (None = zeros), dh_norms: [T, N] float64 (optional
+    output: ‖dL/dh_t‖ of every step and sample)
     -> dx: [T, N, C], d_initial: [N, H] each, grads: shapes of the weights
     """
     d = list(d_finals) if d_finals is not None else [None] * n_states(cell)
     if cell in LN_KEYS:
         if cell == "lstm_ln":
-            g = F.layernorm_lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
+            g = F.layernorm_lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx, dh_norms=dh_norms)
             d_init = [g.dh0, g.dc0]
             extra = {"gamma_x": g.dgamma_x, "gamma_h": g.dgamma_h, "gamma_c": g.dgamma_c, "beta_c": g.dbeta_c}
         else:
-            g = F.layernorm_gru_backward(cache, dy, d[0], need_dx=need_dx)
+            g = F.layernorm_gru_backward(cache, dy, d[0], need_dx=need_dx, dh_norms=dh_norms)
             d_init = [g.dh0]
             extra = {"gamma_x": g.dgamma_x, "gamma_h": g.dgamma_h}
         grads = {"w_ih": g.dw_ih, "w_hh": g.dw_hh, **extra}
@@ -153,13 +155,13 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
             grads["b_hh"] = g.db_hh
         return g.dx, d_init, grads
     if cell == "lstm":
-        g = F.lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx)
+        g = F.lstm_backward(cache, dy, d[0], d[1], need_dx=need_dx, dh_norms=dh_norms)
         d_init = [g.dh0, g.dc0]
     elif cell in ("gru", "gru_v1"):
-        g = F.gru_backward(cache, dy, d[0], need_dx=need_dx)
+        g = F.gru_backward(cache, dy, d[0], need_dx=need_dx, dh_norms=dh_norms)
         d_init = [g.dh0]
     elif cell == "rnn":
-        g = F.rnn_backward(cache, dy, d[0], need_dx=need_dx)
+        g = F.rnn_backward(cache, dy, d[0], need_dx=need_dx, dh_norms=dh_norms)
         d_init = [g.dh0]
     else:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")

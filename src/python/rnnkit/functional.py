@@ -314,6 +314,20 @@ def _check_zoneout(name: str, z: Any, dt: np.dtype, shape: Tuple[int, ...]) -> N
         _cache_array(name, z[0], dt, shape)
 
 
+def _norms_out(a: Any, T: int, N: int) -> Optional[Array]:
+    """The optional ``dh_norms`` output of a backward: a writeable C-contiguous float64 array
+    ``[T, N]`` that receives ‖dL/dh_t‖ of every step and sample (what
+    :mod:`rnnkit.diagnostics` reads), or None."""
+    if a is None:
+        return None
+    if not (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (T, N)
+            and a.flags.c_contiguous and a.flags.writeable):
+        got = f"{a.dtype} {_shape_str(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"dh_norms: expected a writeable C-contiguous float64 array of shape "
+                         f"{_shape_str((T, N))}, got {got}")
+    return a
+
+
 def _bias_grads(cache: _CacheBase, db_ih: Array, db_hh: Array):
     has_ih, has_hh = cache.has_bias
     return (db_ih if has_ih else None), (db_hh if has_hh else None)
@@ -358,7 +372,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = 
     return RNNOutput(y, h_n, cache)
 
 
-def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNNGrads:
+def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True, dh_norms=None) -> RNNGrads:
     """Backpropagation through time for :func:`rnn_forward`.
 
     Shapes
@@ -368,7 +382,8 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
     where the forward had no such bias)
 
     ``need_dx=False`` skips the input gradient (``dx`` is ``None``): one GEMM less, for a
-    first layer whose input is data.
+    first layer whose input is data. ``dh_norms``: an optional float64 ``[T, N]`` array that
+    receives ‖dL/dh_t‖ of every step and sample (every backward takes it).
     """
     _check_cache(cache, RNNCache, "rnn_forward", 1)
     T, N, H = cache.S.shape[0] - 1, cache.S.shape[1], cache.S.shape[2]
@@ -378,7 +393,7 @@ def rnn_backward(cache: RNNCache, dy, dh_n=None, *, need_dx: bool = True) -> RNN
     dh_n = _grad_arg("dh_n", dh_n, cache.x, (N, H))
     dx, dh0, dw_ih, dw_hh, db = _core.rnn_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.nonlinearity, cache.mask, cache.rd, cache.reverse,
-        cache.zero_output_for_mask, cache.S, dy, dh_n, bool(need_dx))
+        cache.zero_output_for_mask, cache.S, dy, dh_n, bool(need_dx), dh_norms=_norms_out(dh_norms, T, N))
     return RNNGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()))
 
 
@@ -440,7 +455,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reve
 
 
 def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
-                  need_dx: bool = True) -> LSTMGrads:
+                  need_dx: bool = True, dh_norms=None) -> LSTMGrads:
     """Backpropagation through time for :func:`lstm_forward`.
 
     Shapes
@@ -461,7 +476,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None, *,
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.c_states, cache.gates, dy, dh_n, dc_n, bool(need_dx), cache.activation,
         cache.recurrent_activation, cache.w_hr, cache.m, cache.zoneout_h[0], cache.zoneout_h[1],
-        cache.zoneout_c[0], cache.zoneout_c[1], cache.c_new)
+        cache.zoneout_c[0], cache.zoneout_c[1], cache.c_new, dh_norms=_norms_out(dh_norms, T, N))
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()), dw_hr)
 
 
@@ -520,7 +535,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, mask=None, reverse: 
     return GRUOutput(y, S[0 if reverse else -1].copy(), cache)
 
 
-def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRUGrads:
+def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True, dh_norms=None) -> GRUGrads:
     """Backpropagation through time for :func:`gru_forward`.
 
     Shapes
@@ -537,7 +552,8 @@ def gru_backward(cache: GRUCache, dy, dh_n=None, *, need_dx: bool = True) -> GRU
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _core.gru_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask,
         cache.S, cache.gates, cache.hn, dy, dh_n, bool(need_dx), cache.activation,
-        cache.recurrent_activation, cache.reset_after, cache.zoneout_h[0], cache.zoneout_h[1])
+        cache.recurrent_activation, cache.reset_after, cache.zoneout_h[0], cache.zoneout_h[1],
+        dh_norms=_norms_out(dh_norms, T, N))
     return GRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh))
 
 
@@ -663,7 +679,7 @@ def layernorm_lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, gamma_x=
 
 
 def layernorm_lstm_backward(cache: LayerNormLSTMCache, dy, dh_n=None, dc_n=None, *,
-                            need_dx: bool = True) -> LayerNormLSTMGrads:
+                            need_dx: bool = True, dh_norms=None) -> LayerNormLSTMGrads:
     """Backpropagation through time for :func:`layernorm_lstm_forward`.
 
     Shapes
@@ -684,7 +700,7 @@ def layernorm_lstm_backward(cache: LayerNormLSTMCache, dy, dh_n=None, dc_n=None,
         cache.x, cache.w_ih, cache.w_hh, cache.gamma_x, cache.gamma_h, cache.gamma_c, cache.beta_c,
         cache.mask, cache.rd, cache.reverse, cache.zero_output_for_mask, cache.S, cache.c_states,
         cache.gates, cache.x_hat, cache.r_hat, cache.c_hat, cache.rstd, dy, dh_n, dc_n, bool(need_dx),
-        cache.activation, cache.recurrent_activation)
+        cache.activation, cache.recurrent_activation, dh_norms=_norms_out(dh_norms, T, N))
     return LayerNormLSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, *_bias_grads(cache, db, db.copy()), dgx, dgh,
                               dgc, dbc)
 
@@ -726,7 +742,7 @@ def layernorm_gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, gamma_x=None,
 
 
 def layernorm_gru_backward(cache: LayerNormGRUCache, dy, dh_n=None, *,
-                           need_dx: bool = True) -> LayerNormGRUGrads:
+                           need_dx: bool = True, dh_norms=None) -> LayerNormGRUGrads:
     """Backpropagation through time for :func:`layernorm_gru_forward`.
 
     Shapes
@@ -745,5 +761,6 @@ def layernorm_gru_backward(cache: LayerNormGRUCache, dy, dh_n=None, *,
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgx, dgh = _core.gru_ln_backward(
         cache.x, cache.w_ih, cache.w_hh, cache.b_hh, cache.gamma_x, cache.gamma_h, cache.mask, cache.rd,
         cache.reverse, cache.zero_output_for_mask, cache.S, cache.gates, cache.x_hat, cache.r_hat,
-        cache.rstd, dy, dh_n, bool(need_dx), cache.activation, cache.recurrent_activation)
+        cache.rstd, dy, dh_n, bool(need_dx), cache.activation, cache.recurrent_activation,
+        dh_norms=_norms_out(dh_norms, T, N))
     return LayerNormGRUGrads(dx, dh0, dw_ih, dw_hh, *_bias_grads(cache, db_ih, db_hh), dgx, dgh)

@@ -43,6 +43,7 @@ from rnnkit._data import (ArrayData, Batch, DataSource, check_sample_weight, cla
 from rnnkit.callbacks import Callback, CallbackList, History
 
 __all__ = ["fit", "evaluate", "predict", "train_on_batch", "test_on_batch", "predict_on_batch",
+           "compute_gradients",
            "prepare_targets", "prepare_weights"]
 
 Shape = Tuple[Optional[int], ...]
@@ -603,6 +604,25 @@ def train_on_batch(model: Any, x: Any, y: Any = None, sample_weight: Any = None,
     if model.check_finite and not math.isfinite(value):
         raise FloatingPointError(f"train_on_batch: the loss became {value}")
     return _batch_logs(model, value, batch, trace, masks, return_dict)
+
+
+def compute_gradients(model: Any, x: Any, y: Any = None, sample_weight: Any = None, *,
+                      training: bool = True) -> float:
+    """Forward, loss and backward on one batch, with no update: afterwards every layer's
+    ``grads`` holds the gradient of the batch's loss (zeroed first). Returns the loss.
+
+    Shapes
+    ------
+    ``x``: ``[n, ...]`` per input; ``y``: ``[n, ...]`` per output; returns a scalar.
+    """
+    model.require_compiled("compute_gradients")
+    batch = _Checker(model, model.check_finite, None, ("x", "y", "sample_weight"), 1, False).check(
+        x, y, sample_weight)
+    trace = model.run(batch[0], training=bool(training))
+    value, ds, logits, _ = _losses_and_grads(model, trace, batch[1], batch[2], need_grad=True)
+    model.zero_grad()
+    model.backprop(trace, ds, logits)
+    return float(value)
 
 
 def test_on_batch(model: Any, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False) -> Any:

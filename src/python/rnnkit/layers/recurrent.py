@@ -59,6 +59,7 @@ import numpy as np
 
 from rnnkit import _layouts, _recurrent, activations, initializers
 from rnnkit._random import generator
+from rnnkit._recording import gradient_flow_recorder
 from rnnkit._checks import as_float_array, check_cell_activations, check_positive_int
 from rnnkit._checks import check_bool, check_rate, check_seed, check_shape
 from rnnkit._threads import PerThread
@@ -344,8 +345,12 @@ class _RNN(Layer):
                                None if e is None else check_grad(self, f"d_final_states[{i}]", e, (N, U)))
                     for i, (s, e) in enumerate(zip(d_states, extra))]
         d_states = [None if s is None else np.ascontiguousarray(s) for s in d_states]
+        recorder = gradient_flow_recorder()
+        norms = np.empty((T, N)) if recorder is not None else None  # ‖dL/dh_t‖, diagnostics only
         dx, d_init, grads = _recurrent.backward(self.cell, ctx.run.cache, dy, d_states,
-                                                need_dx=ctx.need_input_grad)
+                                                need_dx=ctx.need_input_grad, dh_norms=norms)
+        if recorder is not None:
+            recorder.setdefault(self.name, []).append(norms)
         self.accumulate_grads({k: g for k, g in grads.items() if k in self.grads})
         ctx.d_initial_state = d_init
         self._last_d_initial_state = d_init
