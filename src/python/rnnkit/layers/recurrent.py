@@ -225,6 +225,36 @@ class _RNN(Layer):
         for k, p in self.params.items():
             p[...] = new[k]
 
+    # ---- streaming -----------------------------------------------------------------------------
+    def stream(self, batch_size: int = 1) -> Any:
+        """A stateful step-by-step runner of this layer's cell, with its current weights copied
+        into C++ (see :mod:`rnnkit.streaming`): dropout is off, zoneout takes its expectation,
+        and a later change of the weights needs a new stream.
+
+        Shapes
+        ------
+        ``step``: x [N, C] -> h [N, U];  ``run``: x [steps, N, C] -> [steps, N, U]; N = batch_size
+        """
+        from rnnkit import streaming
+
+        if not self.built:
+            raise ValueError(f"{self.name}: stream: the layer is not built; call it on data or give "
+                             "input_shape first")
+        if self.go_backwards:
+            raise ValueError(f"{self.name}: stream: go_backwards needs the whole sequence (it starts at "
+                             "the end); stream a forward layer")
+        w = self.kernel_weights()
+        base = {"w_ih": w["w_ih"], "w_hh": w["w_hh"], "b_ih": w["b_ih"], "b_hh": w["b_hh"],
+                "batch_size": batch_size}
+        ln = {k: w[k] for k in self._ln_shapes()}
+        if self._CELL == "rnn":
+            return streaming.RNNStream(**base, nonlinearity=self.activation.name)
+        acts = {"activation": self.activation.name, "recurrent_activation": self._recurrent_activation_name()}
+        if self._CELL == "lstm":
+            return streaming.LSTMStream(**base, **acts, zoneout=self.zoneout, zoneout_cell=self.zoneout_cell,
+                                        **ln)
+        return streaming.GRUStream(**base, **acts, reset_after=self.reset_after, zoneout=self.zoneout, **ln)
+
     # ---- state ---------------------------------------------------------------------------------
     def reset_state(self) -> None:
         """Zeroes the kept states of a stateful layer (no effect before its first call)."""

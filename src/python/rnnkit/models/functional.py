@@ -147,6 +147,18 @@ class Model(LayerCollection):
                 return layer
         raise ValueError(f"name: no layer named {name!r}; layers are {[l.name for l in self.layers]}")
 
+    def stream(self, batch_size: int = 1) -> Any:
+        """Step-by-step inference of this model (a chain of layers): see
+        :class:`rnnkit.models.stream.ModelStream`.
+
+        Shapes
+        ------
+        ``step``: x_t [N, C] -> [N, F];  ``run``: x [N, steps, C] -> [N, steps, F]
+        """
+        from rnnkit.models.stream import ModelStream
+
+        return ModelStream.from_model(self, batch_size)
+
     def all_layers(self) -> List[Layer]:
         """Every layer, the wrapped ones (Bidirectional's, TimeDistributed's) included."""
         out: List[Layer] = []
