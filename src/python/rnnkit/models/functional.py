@@ -372,7 +372,8 @@ class Model(LayerCollection):
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
             validation_freq: int = 1, *, seed: Optional[int] = None,
-            check_finite: Optional[bool] = None) -> History:
+            check_finite: Optional[bool] = None,
+            tbptt: Any = None) -> History:
         """Trains for ``epochs`` epochs of mini-batches; returns the :class:`History` (Keras 3's
         arguments, in Keras's order).
 
@@ -426,11 +427,28 @@ class Model(LayerCollection):
         check_finite
             Overrides the compile option of the same name.
 
+        tbptt
+            ``k`` or ``(k1, k2)``: truncated backpropagation through time over long sequences
+            (an rnnkit extension, :mod:`rnnkit.tbptt`): every batch ``[N, T_long, C]`` is trained
+            in windows, updating every k1 steps from a backward over the last k2 steps, the
+            recurrent states carried between windows without gradient. Needs a Sequential whose
+            recurrent layers return sequences and per-step targets; ``epochs``, ``batch_size``,
+            ``shuffle``, ``sample_weight``, ``seed`` and ``verbose`` apply, the other arguments
+            must stay at their defaults.
         Shapes
         ------
         ``x``: ``[N, ...]`` per input; ``y``: ``[N, ...]`` per output; ``sample_weight``:
         ``[N]`` or ``[N, T]``.
         """
+        if tbptt is not None:
+            from rnnkit import tbptt as _tbptt
+
+            if callbacks or validation_split or validation_data is not None or class_weight or initial_epoch \
+                    or steps_per_epoch is not None:
+                raise ValueError("tbptt: callbacks, validation, class_weight, initial_epoch and steps_per_epoch "
+                                 "are not supported with truncated BPTT")
+            return _tbptt.fit_model(self, x, y, tbptt, epochs=epochs, batch_size=batch_size,
+                                    sample_weight=sample_weight, shuffle=shuffle, seed=seed, verbose=verbose)
         from rnnkit import training
 
         return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
