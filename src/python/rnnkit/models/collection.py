@@ -2,13 +2,31 @@
 weights in Keras's order (shared by :class:`~rnnkit.models.Model` and the plain containers)."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
 from rnnkit.layers.base import Layer
 
-__all__ = ["LayerCollection"]
+__all__ = ["LayerCollection", "check_layers"]
+
+
+def check_layers(layers: Any, arg: str = "layers") -> List[Layer]:
+    """``layers`` as a list of distinct, uniquely named layers (TypeError/ValueError otherwise)."""
+    if layers is None:
+        return []
+    if isinstance(layers, Layer):
+        raise TypeError(f"{arg}: expected a list of layers, got a single {type(layers).__name__}; "
+                        f"wrap it in a list")
+    out = list(layers)
+    for i, layer in enumerate(out):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{arg}[{i}]: expected an rnnkit Layer, got {type(layer).__name__}")
+    names = [layer.name for layer in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{arg}: layer names must be unique within a model, got duplicates {dup}")
+    return out
 
 
 class LayerCollection:

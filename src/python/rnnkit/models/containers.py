@@ -13,8 +13,7 @@ import numpy as np
 
 from rnnkit._threads import PerThread
 from rnnkit.layers.base import Layer
-from rnnkit.models.collection import LayerCollection
-from rnnkit.models.sequential import check_layers
+from rnnkit.models.collection import LayerCollection, check_layers
 
 __all__ = ["FeedForwardNetwork", "RecurrentNetwork"]
 
