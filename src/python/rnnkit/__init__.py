@@ -62,9 +62,14 @@ _SUBMODULES = ("activations", "callbacks", "diagnostics", "initializers", "inter
                "streaming", "training", "utils")
 
 
+# loaded on first use but left out of __all__: ``from rnnkit import *`` must not shadow the
+# ``onnx`` and ``torch`` packages
+_LAZY_ONLY = ("onnx", "torch", "tbptt", "distributed", "keras_format")
+
+
 def __getattr__(name: str) -> Any:
     # the submodules load on first use (``rnnkit.nn``, ``rnnkit.models``, ...)
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _LAZY_ONLY:
         import importlib
 
         return importlib.import_module(f"rnnkit.{name}")
