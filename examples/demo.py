@@ -59,7 +59,8 @@ def main() -> None:
     out = F.lstm_forward(x, None, None, *w)
     grads = F.lstm_backward(out.cache, np.ones_like(out.y))
     print("\nLSTM outputs:", {k_: list(v.shape) for k_, v in (("y", out.y), ("h_n", out.h_n), ("c_n", out.c_n))})
-    print("LSTM gradients:", {f: list(getattr(grads, f).shape) for f in grads._fields})
+    print("LSTM gradients:", {f: list(getattr(grads, f).shape) for f in grads._fields
+                              if getattr(grads, f) is not None})  # (dw_hr: only with a projection)
 
     try:
         import torch
