@@ -246,8 +246,11 @@ def test_multi_output_weights_by_name(rng):
 
 
 def test_keras_file_names_are_refused(tmp_path):
+    # legacy HDF5 names are refused (.keras archives: tests/test_keras_files.py)
     np.random.seed(0)
     m = Sequential([Dense(2, input_shape=(3,))])
-    for name in ("m.keras", "m.h5"):
-        with pytest.raises(ValueError, match=r"filepath: .* names a Keras .* rnnkit saves safetensors"):
+    for name in ("m.h5", "m.hdf5"):
+        with pytest.raises(ValueError, match=r"filepath: .* names a legacy Keras HDF5 .* \.keras"):
             m.save(str(tmp_path / name))
+    with pytest.raises(ValueError, match=r"filepath: .* names a Keras \.keras archive"):
+        m.save_weights(str(tmp_path / "w.keras"))

@@ -46,9 +46,9 @@ def test_backward_hands_gradients_on_without_copies(rng, monkeypatch):
     seen = []
     real_backward = _recurrent.backward
 
-    def spy(cell, cache, dy, d_finals=None, *, need_dx=True):
+    def spy(cell, cache, dy, d_finals=None, *, need_dx=True, dh_norms=None):
         seen.append(dy)
-        out = real_backward(cell, cache, dy, d_finals, need_dx=need_dx)
+        out = real_backward(cell, cache, dy, d_finals, need_dx=need_dx, dh_norms=dh_norms)
         seen.append(out[0])
         return out
 

@@ -209,14 +209,21 @@ def atomic_write(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
-def check_filename(filepath: Any) -> None:
-    """Refuses names that promise another format: rnnkit writes safetensors, so ``.keras`` and
-    ``.h5``/``.hdf5`` (Keras's archive and HDF5 formats) raise ValueError naming the file."""
+def check_filename(filepath: Any, keras_archive: bool = False) -> None:
+    """Refuses names that promise a format rnnkit does not write there: Keras's legacy HDF5
+    ``.h5``/``.hdf5`` always, and Keras's ``.keras`` archive unless ``keras_archive`` (what
+    ``Model.save`` passes: it writes ``.keras`` names with :mod:`rnnkit.keras_format`). Raises
+    ValueError naming the file."""
     name = os.fspath(filepath)
     ext = os.path.splitext(str(name))[1].lower()
-    if ext in (".keras", ".h5", ".hdf5"):
-        raise ValueError(f"filepath: {name!r} names a Keras {ext} file, but rnnkit saves safetensors; use a name "
-                         "ending in .rnnkit or .safetensors")
+    if ext in (".h5", ".hdf5"):
+        raise ValueError(f"filepath: {name!r} names a legacy Keras HDF5 {ext} file, which rnnkit does not write; "
+                         "use a name ending in .keras for a Keras 3 archive (Model.save), or .rnnkit / "
+                         ".safetensors for rnnkit's own format")
+    if ext == ".keras" and not keras_archive:
+        raise ValueError(f"filepath: {name!r} names a Keras .keras archive, which holds a whole model: use "
+                         "model.save() for it; weights alone are saved as safetensors (a name ending in "
+                         ".rnnkit or .safetensors)")
 
 
 def _layer_tensors(model: Model) -> Tuple[Dict[str, np.ndarray], List[Dict[str, Any]]]:
@@ -292,7 +299,7 @@ MAX_JSON_DEPTH = 64            # nesting of any JSON value (header, metadata ent
 MAX_TENSORS = 100_000          # tensors in one file
 
 
-def _json_depth_ok(obj: Any, limit: int) -> bool:
+def json_depth_ok(obj: Any, limit: int) -> bool:
     """Whether ``obj`` (parsed JSON) nests at most ``limit`` levels (iterative: no recursion)."""
     stack = [(obj, 1)]
     while stack:
@@ -306,7 +313,7 @@ def _json_depth_ok(obj: Any, limit: int) -> bool:
     return True
 
 
-def _read_regular_file(path: str) -> bytes:
+def read_regular_file(path: str) -> bytes:
     """The bytes of ``path``, which must be a regular file (a FIFO, a device, a directory or a
     socket raises ValueError without blocking or reading). Reads at most the size the file had
     when opened."""
@@ -351,7 +358,7 @@ class _File:
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
             self.path = os.fsdecode(self.path)
-        data = _read_regular_file(self.path)
+        data = read_regular_file(self.path)
         self.metadata, self.tensors = self._parse(data)
         self.tensor_bytes = sum(int(t.nbytes) for t in self.tensors.values())
 
@@ -376,7 +383,7 @@ class _File:
             raise self.fail(f"not an rnnkit model file: the safetensors header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
             raise self.fail("not an rnnkit model file: the safetensors header is not a JSON object")
-        if not _json_depth_ok(header, MAX_JSON_DEPTH):
+        if not json_depth_ok(header, MAX_JSON_DEPTH):
             raise self.fail(f"the safetensors header nests deeper than {MAX_JSON_DEPTH} levels")
         return header, n
 
@@ -447,7 +454,7 @@ class _File:
             raise self.fail(f"metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels") from None
         except json.JSONDecodeError as e:
             raise self.fail(f"metadata {key!r} is not valid JSON ({e})") from None
-        if not _json_depth_ok(value, MAX_JSON_DEPTH):
+        if not json_depth_ok(value, MAX_JSON_DEPTH):
             raise self.fail(f"metadata {key!r} nests deeper than {MAX_JSON_DEPTH} levels")
         return value
 

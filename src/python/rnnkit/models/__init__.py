@@ -24,22 +24,30 @@ __all__ = ["Model", "Sequential", "FeedForwardNetwork", "RecurrentNetwork", "loa
 
 
 def load_model(filepath: str, compile: bool = True, custom_objects: Any = None) -> Model:
-    """Loads a model saved with :meth:`Model.save` (no pickle involved).
+    """Loads a model saved with :meth:`Model.save` (no pickle involved), or a Keras 3 ``.keras``
+    archive (a name ending in ``.keras``; see :mod:`rnnkit.keras_format`, needs h5py).
 
     Parameters
     ----------
     filepath
         The file.
     compile
-        Restore the compile config and the optimizer state when saved.
+        Restore the compile config and the optimizer state when saved (for a ``.keras``
+        archive: the optimizer, loss and metrics where rnnkit has the same names).
     custom_objects
-        Extra layer classes by name (for user-defined layers).
+        Extra layer classes by name (for user-defined layers; not for ``.keras`` archives,
+        which rnnkit reads only with Keras's built-in layers).
 
     Shapes
     ------
     The loaded model has the saved input shapes.
     """
-    from rnnkit import serialization
+    from rnnkit import keras_format, serialization
 
-    return serialization.load_model(filepath, {"Sequential": Sequential, "Model": Model}, compile=compile,
-                                    custom_objects=custom_objects)
+    classes = {"Sequential": Sequential, "Model": Model}
+    if keras_format.is_keras_archive_name(filepath):
+        if custom_objects:
+            raise ValueError(f"custom_objects: not supported for Keras .keras archives ({filepath!r}); rnnkit "
+                             "reads them with Keras's built-in layers only")
+        return keras_format.load_model(filepath, classes, compile=compile)
+    return serialization.load_model(filepath, classes, compile=compile, custom_objects=custom_objects)

@@ -645,12 +645,16 @@ class Model(LayerCollection):
     def save(self, filepath: str, include_optimizer: bool = True) -> None:
         """Saves architecture, weights, compile config and optimizer state to one safetensors
         file (see :mod:`rnnkit.serialization`); the write is atomic. Use a name ending in
-        ``.rnnkit`` or ``.safetensors`` (or no extension); Keras's ``.keras`` / ``.h5`` are
-        refused: those names promise another format."""
-        from rnnkit import serialization
+        ``.rnnkit`` or ``.safetensors`` (or no extension). A name ending in ``.keras`` writes a
+        Keras 3 archive instead (:mod:`rnnkit.keras_format`: ``keras.models.load_model`` opens
+        it; needs h5py); legacy ``.h5`` names are refused."""
+        from rnnkit import keras_format, serialization
 
-        serialization.check_filename(filepath)
-        serialization.save_model(self, filepath, include_optimizer=include_optimizer)
+        serialization.check_filename(filepath, keras_archive=True)
+        if keras_format.is_keras_archive_name(filepath):
+            keras_format.save_model(self, filepath, include_optimizer=include_optimizer)
+        else:
+            serialization.save_model(self, filepath, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath: str) -> None:
         """Saves only the weights (safetensors, atomic write)."""
