@@ -117,14 +117,23 @@ def plot_gradient_flow(flows: Any, ax: Any = None, path: Optional[str] = None, t
     -------
     The Axes.
     """
-    import matplotlib
-    if ax is None and path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    try:
+        import matplotlib  # noqa: F401  (optional: the examples extra)
+    except ImportError as e:
+        raise ImportError('plot_gradient_flow needs matplotlib: pip install matplotlib '
+                          '(or "rnnkit[examples]")') from e
     if isinstance(flows, GradientFlow):
         flows = {"": flows}
-    if ax is None:
+    if not isinstance(flows, dict):
+        raise TypeError(f"flows: expected a GradientFlow or a dict of them, got {type(flows).__name__}")
+    if ax is None and path is not None:
+        # a figure outside pyplot: writing a file never changes the user's backend or open figures
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(6.4, 4.0)).subplots()
+    elif ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, flow in flows.items():
         for name, lf in flow.layers.items():
