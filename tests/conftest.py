@@ -23,6 +23,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "threads: changes rnnkit's thread count (restored after)")
     config.addinivalue_line("markers", "keras: compares against Keras 3 (skipped without keras)")
     config.addinivalue_line("markers", "slow: long-running (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "mpi: launches 2 MPI ranks with mpiexec (skipped without mpi4py)")
 
 
 @pytest.fixture

@@ -304,6 +304,57 @@ class Metric:
         self._total = 0.0
         self._count = 0.0
 
+    #: the attributes holding the running state (float64 arrays) of a metric with its own
+    #: ``update_state``; the mean metrics keep ``total`` and ``count``
+    _state_attrs: Tuple[str, ...] = ()
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """The running state as float64 arrays (copies). Every entry is a sum over the batches
+        seen since :meth:`reset_state`, so the states of metrics fed disjoint data add up to the
+        state over all of it (:mod:`rnnkit.distributed` adds them across processes).
+
+        A subclass with its own ``update_state`` must list its state in ``_state_attrs`` (or
+        override this method and :meth:`set_state`).
+
+        Shapes
+        ------
+        Mean metrics: scalars ``total`` and ``count``; confusion metrics: counts per threshold
+        (and per label or class).
+        """
+        cls = type(self)
+        if not cls._state_attrs:
+            if cls.update_state is not Metric.update_state:
+                raise NotImplementedError(
+                    f"{cls.__name__}: a metric with its own update_state lists its state arrays in "
+                    "_state_attrs (or implements get_state/set_state) to be summed across processes")
+            return {"total": np.asarray(self._total, dtype=np.float64),
+                    "count": np.asarray(self._count, dtype=np.float64)}
+        return {k: np.array(getattr(self, k), dtype=np.float64, copy=True) for k in cls._state_attrs}
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Replaces the running state by ``state`` (what :meth:`get_state` returns, e.g. summed
+        over processes).
+
+        Shapes
+        ------
+        As :meth:`get_state`.
+        """
+        mine = self.get_state()
+        if set(state) != set(mine):
+            raise ValueError(f"state: expected the entries {sorted(mine)} of {type(self).__name__}, "
+                             f"got {sorted(state)}")
+        for k, v in state.items():
+            a = np.asarray(v, dtype=np.float64)
+            if a.ndim != mine[k].ndim:
+                raise ValueError(f"state[{k!r}]: expected {mine[k].ndim} dimension(s), got shape "
+                                 f"{shape_str(a.shape)}")
+        if not type(self)._state_attrs:
+            self._total = float(np.asarray(state["total"]))
+            self._count = float(np.asarray(state["count"]))
+            return
+        for k in type(self)._state_attrs:
+            setattr(self, k, np.array(state[k], dtype=np.float64, copy=True))
+
     def __call__(self, y_true: Any, y_pred: Any, mask: Any = None, sample_weight: Any = None) -> Any:
         """The metric of one batch (does not touch the running state)."""
         fresh = copy.deepcopy(self)
@@ -640,6 +691,8 @@ def _parse_thresholds(thresholds: Any, default: float) -> List[float]:
 class _PrecisionRecall(Metric):
     """Shared state of Precision and Recall: weighted tp / fp / fn per threshold."""
 
+    _state_attrs = ("true_positives", "false_positives", "false_negatives")
+
     def __init__(self, thresholds: Any, top_k: Optional[int], class_id: Optional[int],
                  name: Optional[str]) -> None:
         super().__init__(name)
@@ -824,6 +877,13 @@ class AUC(Metric):
         """The thresholds used (with the end points below 0 and above 1)."""
         return [float(v) for v in self._thresholds]
 
+    _state_attrs = ("true_positives", "false_positives", "true_negatives", "false_negatives")
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        super().set_state(state)
+        if self.multi_label and self.true_positives.size:
+            self._labels = int(self.true_positives.shape[1])  # as if it had seen a batch
+
     def reset_state(self) -> None:
         shape: Tuple[int, ...] = (self.num_thresholds,)
         if self.multi_label:
@@ -970,6 +1030,13 @@ class FBetaScore(Metric):
         self.threshold = None if threshold is None else float(threshold)
         self._classes: Optional[int] = None
         self.reset_state()
+
+    _state_attrs = ("true_positives", "false_positives", "false_negatives", "intermediate_weights")
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        super().set_state(state)
+        if self.average != "micro" and self.true_positives.size:
+            self._classes = int(self.true_positives.shape[0])  # as if it had seen a batch
 
     def reset_state(self) -> None:
         shape: Tuple[int, ...] = () if self.average == "micro" else (self._classes or 0,)

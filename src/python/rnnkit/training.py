@@ -233,7 +233,7 @@ class _Cycled(DataSource):
     stopped and reshuffling at each pass through the data (Keras's ``steps_per_epoch`` on
     arrays)."""
 
-    def __init__(self, source: ArrayData, steps: int) -> None:
+    def __init__(self, source: DataSource, steps: int) -> None:
         self.source, self.steps = source, steps
         self._it: Optional[Iterator[Batch]] = None
 
@@ -301,15 +301,28 @@ def _losses_and_grads(model: Any, trace: Any, ys: List[Optional[np.ndarray]],
     return total, ds, logits, masks
 
 
-def _train_step(model: Any, batch: Batch, params: List[np.ndarray], grads: List[np.ndarray]
-                ) -> Tuple[float, Any, List[Any]]:
+def _train_step(model: Any, batch: Batch, params: List[np.ndarray], grads: List[np.ndarray],
+                sync: Any = None) -> Tuple[float, int, Any, List[Any]]:
+    """One update; returns the loss, the number of samples it is the mean over, the trace and
+    the loss masks. With ``sync`` (``fit(distributed=True)``) the gradients are averaged over the
+    ranks' shares of the global batch (weighted by their sizes; an empty share adds nothing, and
+    then the trace is None) and the loss and count are the global batch's."""
     xb, yb, wb = batch
-    trace = model.run(xb, training=True)
-    value, ds, logits, masks = _losses_and_grads(model, trace, yb, wb, need_grad=True)
-    model.zero_grad()
-    model.backprop(trace, ds, logits)
+    nb = xb[0].shape[0]
+    trace: Any = None
+    masks: List[Any] = []
+    value = 0.0
+    if nb:
+        trace = model.run(xb, training=True)
+        value, ds, logits, masks = _losses_and_grads(model, trace, yb, wb, need_grad=True)
+        model.zero_grad()
+        model.backprop(trace, ds, logits)
+    else:
+        model.zero_grad()
+    if sync is not None:
+        grads, value, nb = sync.average_gradients(grads, nb, value)
     model.optimizer.apply(grads, params)
-    return value, trace, masks
+    return value, nb, trace, masks
 
 
 def _update_metrics(model: Any, batch: Batch, outputs: List[np.ndarray], masks: List[Optional[np.ndarray]]) -> None:
@@ -319,13 +332,14 @@ def _update_metrics(model: Any, batch: Batch, outputs: List[np.ndarray], masks: 
             m.update_state(ys[k], outputs[k], masks[k], **_weight_kw(ws, k))
 
 
-def _reseed_layers(model: Any, rng: np.random.Generator) -> None:
+def _reseed_layers(model: Any, rng: np.random.Generator, salt: Optional[int] = None) -> None:
     """Gives every layer that draws random numbers (its generator in ``layer.rng``) a fresh one
-    derived from ``rng``, in layer order, so that ``fit(seed=...)`` is reproducible."""
+    derived from ``rng``, in layer order, so that ``fit(seed=...)`` is reproducible; ``salt``
+    (a rank) gives each process of a distributed fit its own streams."""
     for layer in model.all_layers():
         seed = int(rng.integers(0, 2**63 - 1))
         if isinstance(getattr(layer, "rng", None), np.random.Generator):
-            layer.rng = np.random.default_rng(seed)
+            layer.rng = np.random.default_rng(seed if salt is None else [seed, salt])
 
 
 def _postfix(logs: Dict[str, Any]) -> Dict[str, str]:
@@ -361,8 +375,10 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
         validation_data: Any = None, shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
         sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
         validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
-        validation_freq: int = 1, seed: Optional[int] = None, check_finite: Optional[bool] = None) -> History:
-    """See :meth:`rnnkit.models.Model.fit`.
+        validation_freq: int = 1, seed: Optional[int] = None, check_finite: Optional[bool] = None,
+        distributed: bool = False) -> History:
+    """See :meth:`rnnkit.models.Model.fit`; ``distributed=True``: data-parallel over the MPI
+    ranks, see :mod:`rnnkit.distributed`.
 
     Shapes
     ------
@@ -382,6 +398,15 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
         raise ValueError(f"validation_split: expected a float in [0, 1), got {validation_split!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise TypeError(f"seed: expected None or an int, got {type(seed).__name__}")
+    if not isinstance(distributed, (bool, np.bool_)):
+        raise TypeError(f"distributed: expected a bool, got {type(distributed).__name__}")
+    sync: Any = None
+    if distributed:
+        from rnnkit.distributed import TrainingSync  # imports mpi4py: only when asked for
+
+        sync = TrainingSync()
+        if not sync.is_main:
+            verbose = 0  # rank 0 shows the progress
     check = model.check_finite if check_finite is None else bool(check_finite)
     train = _source(model, x, y, sample_weight, class_weight, batch_size, shuffle, steps_per_epoch, check)
 
@@ -412,18 +437,26 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
         held.batch_size = val_batch
         held.steps = -(-held.n // val_batch)
         val = held
-    if steps_per_epoch is not None and isinstance(train, ArrayData):
+    cycled = steps_per_epoch is not None and isinstance(train, ArrayData)
+    if sync is not None:
+        # arrays: this rank's slice of every global batch; other sources are each rank's own
+        train = sync.shard(train)
+        if val is not None and isinstance(val, ArrayData):
+            val = sync.shard(val, "validation_data")
+    if cycled and steps_per_epoch is not None:
         train = _Cycled(train, steps_per_epoch)
 
     rng = generator(seed)
     if seed is not None:
-        _reseed_layers(model, rng)
+        _reseed_layers(model, rng, None if sync is None else sync.layer_seed_salt)
     params, grads = model.trainable_variables()
     history = History()
     steps = train.steps
-    cbs = CallbackList(list(callbacks or []) + [history], model,
-                       {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
-                        "samples": getattr(train, "n", None)})
+    cb_params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
+                 "samples": getattr(train, "n", None)}
+    cb_list = list(callbacks or []) + [history]
+    cbs = (CallbackList(cb_list, model, cb_params) if sync is None
+           else sync.callback_list(cb_list, model, cb_params))
     model.stop_training = False
     model.history = history
     metrics = model.compiled_metrics
@@ -434,6 +467,9 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
     # each epoch's batch order comes from (base, epoch): a run resumed at epoch e shuffles as the
     # uninterrupted run did (with the same seed, or after the same rnnkit.utils.set_random_seed)
     base = int(rng.integers(0, 2**63 - 1))
+    if sync is not None:
+        # rank 0's weights, optimizer state (restored or not), first epoch and shuffling seed
+        initial_epoch, base = sync.start(model, params, initial_epoch, base)
     logs: Dict[str, Any] = {}
     ran = False
     for epoch in range(initial_epoch, epochs):
@@ -448,31 +484,40 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
         try:
             for b, batch in enumerate(train.epoch(np.random.default_rng([base, epoch]))):
                 cbs.on_train_batch_begin(b)
-                value, trace, masks = _train_step(model, batch, params, grads)
+                value, nb, trace, masks = _train_step(model, batch, params, grads, sync)
                 if check and not math.isfinite(value):
                     raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch + 1}, "
                                              f"batch {b + 1}")
-                nb = batch[0][0].shape[0]
                 total += value * nb
                 seen += nb
-                _update_metrics(model, batch, trace.outputs, masks)
+                if trace is not None:
+                    _update_metrics(model, batch, trace.outputs, masks)
                 if bar_on or cbs.has_batch_hooks:
+                    # distributed: the loss is the global batches', the metrics this rank's so far
                     blogs = _logs(total, seen, metrics)
                     if bar_on:
                         bar.set_postfix(_postfix(blogs), refresh=False)
                         bar.update(1)
                     cbs.on_train_batch_end(b, blogs)
+                if sync is not None and sync.batch_hooks:
+                    # a batch hook on any rank may stop training: all ranks stop together
+                    model.stop_training = sync.any(model.stop_training)
                 if model.stop_training:
                     break
         finally:
             bar.close()
         if seen == 0:
             raise ValueError("x: the training data produced no batches in this epoch")
+        if sync is not None:
+            sync.reduce(metrics)  # the loss sums are global already
+            sync.end_epoch(model)
         logs = _logs(total, seen, metrics)
         if val is not None and (epoch + 1) % validation_freq == 0:
-            vlogs = _evaluate_source(model, val)
+            vlogs = _evaluate_source(model, val, sync=sync)
             logs.update({"val_" + k: v for k, v in vlogs.items()})
         cbs.on_epoch_end(epoch, logs)
+        if sync is not None:
+            model.stop_training = sync.any(model.stop_training)
         if verbose == 2 or (verbose == 1 and not bar_on):
             print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.1f}s - {_line(logs)}", flush=True)
         elif verbose == 1 and val is not None and any(k.startswith("val_") for k in logs):
@@ -486,7 +531,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
     return history
 
 
-def _evaluate_source(model: Any, source: DataSource, verbose: int = 0) -> Dict[str, Any]:
+def _evaluate_source(model: Any, source: DataSource, verbose: int = 0, sync: Any = None) -> Dict[str, Any]:
+    """The loss and metrics over ``source``; with ``sync``, summed over the ranks' shares."""
     metrics = model.compiled_metrics
     for m in metrics:
         m.reset_state()
@@ -494,13 +540,18 @@ def _evaluate_source(model: Any, source: DataSource, verbose: int = 0) -> Dict[s
     with tqdm(total=source.steps, desc="Evaluate", unit="batch", disable=not (verbose == 1 and _interactive()),
               file=sys.stderr, dynamic_ncols=True) as bar:
         for batch in source.epoch(np.random.default_rng(0)):
+            nb = batch[0][0].shape[0]
+            bar.update(1)
+            if nb == 0:  # distributed: this rank's share of a short last batch
+                continue
             trace = model.run(batch[0], training=False)
             value, _, _, masks = _losses_and_grads(model, trace, batch[1], batch[2], need_grad=False)
-            nb = batch[0][0].shape[0]
             total += value * nb
             seen += nb
             _update_metrics(model, batch, trace.outputs, masks)
-            bar.update(1)
+    if sync is not None:
+        total, seen_f = sync.reduce(metrics, total, float(seen))
+        seen = int(round(seen_f))
     if seen == 0:
         raise ValueError("x: the evaluation data produced no batches")
     return _logs(total, seen, metrics)
@@ -600,7 +651,7 @@ def train_on_batch(model: Any, x: Any, y: Any = None, sample_weight: Any = None,
     batch = _Checker(model, model.check_finite, class_weight, ("x", "y", "sample_weight"), 1, False).check(
         x, y, sample_weight)
     params, grads = model.trainable_variables()
-    value, trace, masks = _train_step(model, batch, params, grads)
+    value, _, trace, masks = _train_step(model, batch, params, grads)
     if model.check_finite and not math.isfinite(value):
         raise FloatingPointError(f"train_on_batch: the loss became {value}")
     return _batch_logs(model, value, batch, trace, masks, return_dict)

@@ -372,7 +372,7 @@ class Model(LayerCollection):
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
             validation_freq: int = 1, *, seed: Optional[int] = None,
-            check_finite: Optional[bool] = None,
+            check_finite: Optional[bool] = None, distributed: bool = False,
             tbptt: Any = None) -> History:
         """Trains for ``epochs`` epochs of mini-batches; returns the :class:`History` (Keras 3's
         arguments, in Keras's order).
@@ -426,6 +426,15 @@ class Model(LayerCollection):
             same weights give the same result.
         check_finite
             Overrides the compile option of the same name.
+        distributed
+            Data-parallel training over the MPI ranks the script was launched on
+            (``mpiexec -n p python -m mpi4py train.py``; needs ``pip install "rnnkit[mpi]"``):
+            ``batch_size`` is per rank, so a global batch has ``p * batch_size`` samples; every
+            rank takes its slice of each global batch of the same shuffled order, the gradients
+            are averaged weighted by each rank's samples (the result equals one process with
+            batch ``p * batch_size``, up to summation order), the loss, metrics and validation
+            are summed over the ranks, and only rank 0 prints and writes files. Every rank
+            calls ``fit`` with the same arguments. The rules: :mod:`rnnkit.distributed`.
 
         tbptt
             ``k`` or ``(k1, k2)``: truncated backpropagation through time over long sequences
@@ -444,9 +453,9 @@ class Model(LayerCollection):
             from rnnkit import tbptt as _tbptt
 
             if callbacks or validation_split or validation_data is not None or class_weight or initial_epoch \
-                    or steps_per_epoch is not None:
-                raise ValueError("tbptt: callbacks, validation, class_weight, initial_epoch and steps_per_epoch "
-                                 "are not supported with truncated BPTT")
+                    or steps_per_epoch is not None or distributed:
+                raise ValueError("tbptt: callbacks, validation, class_weight, initial_epoch, steps_per_epoch "
+                                 "and distributed are not supported with truncated BPTT")
             return _tbptt.fit_model(self, x, y, tbptt, epochs=epochs, batch_size=batch_size,
                                     sample_weight=sample_weight, shuffle=shuffle, seed=seed, verbose=verbose)
         from rnnkit import training
@@ -457,7 +466,7 @@ class Model(LayerCollection):
                             sample_weight=sample_weight, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                             validation_batch_size=validation_batch_size, validation_freq=validation_freq,
-                            seed=seed, check_finite=check_finite)
+                            seed=seed, check_finite=check_finite, distributed=distributed)
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
                  sample_weight: Any = None, steps: Optional[int] = None,
