@@ -36,7 +36,8 @@ import numpy as np
 from rnnkit import functional as F
 
 __all__ = ["CELLS", "n_states", "gates", "forward", "backward", "Run", "dropout_mask",
-           "MERGE_MODES", "merge", "merge_backward", "stack_forward", "stack_backward"]
+           "MERGE_MODES", "merge", "merge_backward", "stack_forward", "stack_backward",
+           "SegmentedCache", "segment_length", "state_widths"]
 
 Array = np.ndarray
 Weights = Dict[str, Optional[Array]]  # w_ih, w_hh, b_ih, b_hh (and w_hr for an LSTMP)
@@ -67,7 +68,8 @@ class Run(NamedTuple):
 def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional[Array]]] = None, *,
             mask: Optional[Array] = None, reverse: bool = False, zero_output: bool = False,
             rd: Optional[Array] = None, activation: str = "tanh",
-            recurrent_activation: str = "sigmoid", zoneout_h: Any = None, zoneout_c: Any = None) -> Run:
+            recurrent_activation: str = "sigmoid", zoneout_h: Any = None, zoneout_c: Any = None,
+            recompute: Any = None) -> Run:
     """One layer, one direction, the whole sequence.
 
     Parameters
@@ -86,11 +88,23 @@ def forward(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional
     zoneout_h, zoneout_c
         Zoneout of h (lstm, gru, gru_v1) and of c (lstm): None, a probability (inference) or a
         mask ``[T, N, H]`` (training), see :func:`rnnkit.functional.lstm_forward`.
+    recompute
+        None (keep every step's cache for the backward), a segment length ``S`` or ``"sqrt"``
+        (``S = ceil(sqrt(T))``): gradient checkpointing along time. The forward keeps only the
+        states at the segments' starts; :func:`backward` reruns each segment's forward from its
+        start, last segment first, just before its backward. Memory for the backward: O(T/S + S)
+        states instead of O(T) caches; time: one more forward. Gradients equal the full cache's
+        up to summation order (the weight gradients are summed over segments).
 
     Shapes
     ------
     x: [T, N, C] -> y: [T, N, H], finals: [N, H] each
     """
+    seg = segment_length(recompute, x.shape[0])
+    if seg is not None:
+        return _forward_segmented(cell, x, w, initial, seg, dict(
+            mask=mask, reverse=reverse, zero_output=zero_output, rd=rd, activation=activation,
+            recurrent_activation=recurrent_activation, zoneout_h=zoneout_h, zoneout_c=zoneout_c))
     init = list(initial) if initial is not None else [None] * n_states(cell)
     kw = dict(mask=mask, reverse=reverse, zero_output_for_mask=zero_output, recurrent_dropout_mask=rd)
     acts = dict(activation=activation, recurrent_activation=recurrent_activation)
@@ -138,6 +152,8 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
     output: ‖dL/dh_t‖ of every step and sample)
     -> dx: [T, N, C], d_initial: [N, H] each, grads: shapes of the weights
     """
+    if isinstance(cache, SegmentedCache):
+        return _backward_segmented(cell, cache, dy, d_finals, need_dx, dh_norms)
     d = list(d_finals) if d_finals is not None else [None] * n_states(cell)
     if cell in LN_KEYS:
         if cell == "lstm_ln":
@@ -173,6 +189,117 @@ def backward(cell: str, cache: Any, dy: Array, d_finals: Optional[Sequence[Optio
     if getattr(g, "dw_hr", None) is not None:
         grads["w_hr"] = g.dw_hr
     return g.dx, d_init, grads
+
+
+# ---- gradient checkpointing along time ----------------------------------------------------------
+
+class SegmentedCache(NamedTuple):
+    """A :func:`forward` with ``recompute``: what reruns each segment (no step's gates are kept).
+
+    ``segments`` are ``(a, b)`` time ranges in the order the forward ran them (last first when
+    ``reverse``), ``starts[i]`` the states entering segment i (``[N, H]`` each)."""
+    x: Array                              # [T, N, C] the input (a reference, not a copy)
+    w: Weights
+    segments: List[Tuple[int, int]]
+    starts: List[List[Array]]
+    widths: List[int]                     # the widths of h (and c)
+    options: Dict[str, Any]               # forward's keyword arguments
+
+
+def segment_length(recompute: Any, T: int) -> Optional[int]:
+    """The segment length of ``recompute`` (None, an int >= 1 or ``"sqrt"``) for T steps, or None
+    when the whole sequence is one segment (nothing to recompute)."""
+    if recompute is None:
+        return None
+    if isinstance(recompute, str):
+        if recompute != "sqrt":
+            raise ValueError(f"recompute: expected None, a segment length or 'sqrt', got {recompute!r}")
+        seg = int(np.ceil(np.sqrt(T)))
+    elif isinstance(recompute, (int, np.integer)) and not isinstance(recompute, bool) and recompute >= 1:
+        seg = int(recompute)
+    else:
+        raise ValueError(f"recompute: expected None, a segment length >= 1 or 'sqrt', got {recompute!r}")
+    return None if seg >= T else seg
+
+
+def _time_slice(v: Any, a: int, b: int) -> Any:
+    """Steps [a, b) of a per-step option (a mask [T, N] or a zoneout mask [T, N, H]); anything
+    else (None, a probability, rd [N, H]) is the same for every step."""
+    return v[a:b] if isinstance(v, np.ndarray) and v.ndim >= 2 and v.shape[0] > 0 else v
+
+
+def _segment_options(options: Dict[str, Any], a: int, b: int) -> Dict[str, Any]:
+    return {k: (_time_slice(v, a, b) if k in ("mask", "zoneout_h", "zoneout_c") else v)
+            for k, v in options.items()}
+
+
+def _forward_segmented(cell: str, x: Array, w: Weights, initial: Optional[Sequence[Optional[Array]]],
+                       seg: int, options: Dict[str, Any]) -> Run:
+    """:func:`forward` in segments of ``seg`` steps, keeping only each segment's starting states.
+
+    Shapes
+    ------
+    x: [T, N, C] -> y: [T, N, H], finals: [N, H] each
+    """
+    T = x.shape[0]
+    bounds = [(a, min(a + seg, T)) for a in range(0, T, seg)]
+    if options["reverse"]:
+        bounds.reverse()  # a reverse direction runs from the last step down
+    states: List[Optional[Array]] = list(initial) if initial is not None else [None] * n_states(cell)
+    y: Optional[Array] = None
+    starts: List[List[Array]] = []
+    for a, b in bounds:
+        r = forward(cell, x[a:b], w, states, **_segment_options(options, a, b))
+        if y is None:
+            y = np.empty((T,) + r.y.shape[1:], dtype=r.y.dtype)
+        y[a:b] = r.y
+        # the states entering this segment (zeros made explicit: the backward reruns from them)
+        starts.append([np.zeros_like(f) if s is None else s for s, f in zip(states, r.finals)])
+        states = list(r.finals)
+        del r  # the segment's cache goes now: only the starting states stay
+    assert y is not None
+    widths = [f.shape[-1] for f in states]
+    return Run(y, [np.asarray(f) for f in states], SegmentedCache(x, w, bounds, starts, widths, options))
+
+
+def _backward_segmented(cell: str, cache: SegmentedCache, dy: Array,
+                        d_finals: Optional[Sequence[Optional[Array]]], need_dx: bool,
+                        dh_norms: Optional[Array]) -> Tuple[Optional[Array], List[Array], Dict[str, Array]]:
+    """:func:`backward` of a segmented forward: the segments last-run first, each rerun from its
+    starting states and backpropagated with the state gradient the later segment handed back.
+
+    Shapes
+    ------
+    dy: [T, N, H], d_finals: [N, H] each -> dx: [T, N, C], d_initial: [N, H] each, grads
+    """
+    T = cache.x.shape[0]
+    dx: Optional[Array] = None
+    carry: List[Optional[Array]] = list(d_finals) if d_finals is not None else [None] * n_states(cell)
+    total: Dict[str, Array] = {}
+    for (a, b), start in zip(reversed(cache.segments), reversed(cache.starts)):
+        run = forward(cell, cache.x[a:b], cache.w, start, **_segment_options(cache.options, a, b))
+        dxs, carry_new, g = backward(cell, run.cache, np.ascontiguousarray(dy[a:b]), carry, need_dx=need_dx,
+                                     dh_norms=None if dh_norms is None else dh_norms[a:b])
+        del run
+        carry = list(carry_new)
+        for k, v in g.items():
+            # dW = sum over segments of each segment's dW
+            total[k] = v if k not in total else total[k] + v
+        if dxs is not None:
+            if dx is None:
+                dx = np.empty((T,) + dxs.shape[1:], dtype=dxs.dtype)
+            dx[a:b] = dxs
+    return dx, [np.asarray(c) for c in carry], total
+
+
+def state_widths(cache: Any) -> List[int]:
+    """The widths of h (and c) of one :func:`forward`'s cache."""
+    if isinstance(cache, SegmentedCache):
+        return list(cache.widths)
+    widths = [cache.S.shape[-1]]
+    if getattr(cache, "c_states", None) is not None:
+        widths.append(cache.c_states.shape[-1])
+    return widths
 
 
 # ---- dropout ------------------------------------------------------------------------------------
@@ -246,7 +373,7 @@ class StackCache(NamedTuple):
 def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
                   initial: Optional[Sequence[Optional[Array]]] = None, *, mask: Optional[Array] = None,
                   zero_output: bool = True, dropout: float = 0.0, rng: Optional[np.random.Generator] = None,
-                  activation: str = "tanh") -> Tuple[Array, List[Array], StackCache]:
+                  activation: str = "tanh", recompute: Any = None) -> Tuple[Array, List[Array], StackCache]:
     """``L`` layers of ``D`` directions (forward, then reverse), each layer's directions
     concatenated and, between layers, multiplied by a dropout mask when ``dropout > 0``.
 
@@ -256,6 +383,8 @@ def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
         ``weights[layer][direction]`` in rnnkit's layout.
     initial
         One array per state, ``[L*D, N, H]`` (entry ``layer*D + direction``), or None = zeros.
+    recompute
+        Gradient checkpointing along time for every layer and direction (see :func:`forward`).
 
     Shapes
     ------
@@ -278,7 +407,7 @@ def stack_forward(cell: str, x: Array, weights: Sequence[Sequence[Weights]],
             k = layer * D + d
             init = None if initial is None else [None if s is None else s[k] for s in initial]
             r = forward(cell, inp, weights[layer][d], init, mask=mask, reverse=d == 1,
-                        zero_output=zero_output, activation=activation)
+                        zero_output=zero_output, activation=activation, recompute=recompute)
             for store, f in zip(finals, r.finals):
                 store[k] = f
             ys.append(r.y)
@@ -308,11 +437,8 @@ def stack_backward(cache: StackCache, dy: Array, d_finals: Optional[Sequence[Opt
     """
     cell = cache.cell
     L, D = len(cache.caches), len(cache.caches[0])
-    ns = n_states(cell)
     T, N = dy.shape[0], dy.shape[1]
-    widths = [cache.ys[0][0].shape[-1]]  # the state h
-    if ns == 2:
-        widths.append(cache.caches[0][0].c_states.shape[-1])  # the cell state c
+    widths = state_widths(cache.caches[0][0])  # h (and the cell state c)
     d_init = [np.empty((L * D, N, w), dtype=dy.dtype) for w in widths]
     grads: List[List[Dict[str, Array]]] = [[{} for _ in range(D)] for _ in range(L)]
     d = dy

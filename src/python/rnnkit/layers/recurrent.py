@@ -26,6 +26,11 @@ semantics follow Keras 3:
   boundary (truncated backpropagation through time). Calls of one stateful layer from several
   threads run one at a time.
 - ``unroll`` is accepted for Keras configs and has no effect (the kernels are fused loops).
+- ``recompute`` (rnnkit's addition, keyword only; default None): gradient checkpointing along
+  time for long sequences. ``recompute="sqrt"`` (segments of ``ceil(sqrt(T))`` steps) or a
+  segment length ``S``: a training call keeps only the states at the segments' starts and the
+  backward reruns each segment's forward, so training memory grows as O(T/S + S) instead of
+  O(T), for one extra forward. Gradients equal the full cache's up to summation order.
 
 Sequences stay time-major inside: the output sequence is a batch-major *view* of the kernel's
 time-major result, so the next recurrent layer reads it without a copy.
@@ -80,9 +85,12 @@ class _RNN(Layer):
                  bias_initializer: Any = "zeros", dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
-                 zero_output_for_mask: bool = False, **kwargs: Any) -> None:
+                 zero_output_for_mask: bool = False, recompute: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
+        _recurrent.segment_length(recompute, 2)  # validates: None, a segment length >= 1 or "sqrt"
+        # gradient checkpointing along time (rnnkit's addition): see _recurrent.forward
+        self.recompute = recompute
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -325,7 +333,7 @@ class _RNN(Layer):
                                  reverse=self.go_backwards, zero_output=self.zero_output_for_mask,
                                  rd=rdm, activation=self.activation.name,
                                  recurrent_activation=self._recurrent_activation_name(),
-                                 zoneout_h=zh, zoneout_c=zc)
+                                 zoneout_h=zh, zoneout_c=zc, recompute=self.recompute if training else None)
         if self.stateful:
             self.states = [s.copy() for s in run.finals]
         last = 0 if self.go_backwards else T - 1
@@ -439,6 +447,8 @@ class _RNN(Layer):
             "unroll": self.unroll,
             "zero_output_for_mask": self.zero_output_for_mask,
         })
+        if self.recompute is not None:  # rnnkit's own argument: only when used (Keras has none)
+            cfg["recompute"] = self.recompute
         return cfg
 
 
@@ -468,7 +478,7 @@ class SimpleRNN(_RNN):
         activations raise ValueError.
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
     recurrent_dropout, seed, return_sequences, return_state, go_backwards, stateful, unroll,
-    zero_output_for_mask
+    zero_output_for_mask, recompute
         As in Keras 3 (see the module documentation).
     **kwargs
         ``name``, ``input_shape``, ``dtype``, ``trainable`` (see :class:`Layer`).
@@ -521,7 +531,7 @@ class LSTM(_RNN):
         Initialise the forget-gate block of the bias to one (Keras default True).
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
     recurrent_dropout, seed, return_sequences, return_state, go_backwards, stateful, unroll,
-    zero_output_for_mask
+    zero_output_for_mask, recompute
         As in Keras 3 (see the module documentation).
     **kwargs
         ``name``, ``input_shape``, ``dtype``, ``trainable`` (see :class:`Layer`).
@@ -602,7 +612,7 @@ class GRU(_RNN):
         multiplies ``h`` before the product, and there is no recurrent bias.
     use_bias, kernel_initializer, recurrent_initializer, bias_initializer, dropout,
     recurrent_dropout, seed, return_sequences, return_state, go_backwards, stateful, unroll,
-    zero_output_for_mask
+    zero_output_for_mask, recompute
         As in Keras 3 (see the module documentation).
     **kwargs
         ``name``, ``input_shape``, ``dtype``, ``trainable`` (see :class:`Layer`).

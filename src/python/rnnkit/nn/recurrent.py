@@ -50,8 +50,10 @@ class _RNNBase(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
                  batch_first: bool, dropout: float, bidirectional: bool, dtype: DTypeLike,
-                 seed: SeedLike, proj_size: int = 0) -> None:
+                 seed: SeedLike, proj_size: int = 0, recompute: Any = None) -> None:
         super().__init__()
+        _recurrent.segment_length(recompute, 2)  # validates: None, a segment length >= 1 or "sqrt"
+        self.recompute = recompute
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.proj_size = check_positive_int("proj_size", proj_size, minimum=0)
@@ -274,7 +276,7 @@ class _RNNBase(Module):
         out, finals, cache = _recurrent.stack_forward(
             self._cell, xt, weights, None if all(s is None for s in init) else list(init), mask=tmask,
             zero_output=True, dropout=self.dropout if self.training else 0.0, rng=self._rng,
-            activation=getattr(self, "nonlinearity", "tanh"))
+            activation=getattr(self, "nonlinearity", "tanh"), recompute=self.recompute if self.training else None)
         if not batched:
             output = np.ascontiguousarray(out[:, 0, :])
             states = tuple(np.ascontiguousarray(s[:, 0, :]) for s in finals)
@@ -474,6 +476,11 @@ class RNN(_HiddenStateRNN):
     seed
         ``None``, an int or a ``numpy.random.Generator``: source of the initialization and of
         the dropout masks.
+    recompute
+        rnnkit's addition: None (default), a segment length or ``"sqrt"``: gradient
+        checkpointing along time in training mode (only the segments' starting states are kept;
+        the backward reruns each segment's forward), memory O(T/S + S) instead of O(T) for one
+        extra forward.
 
     Attributes
     ----------
@@ -495,11 +502,12 @@ class RNN(_HiddenStateRNN):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: SeedLike = None,
+                 recompute: Any = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, recompute=recompute)
         self.nonlinearity = nonlinearity
 
 
@@ -547,6 +555,11 @@ class LSTM(_RNNBase):
     seed
         ``None``, an int or a ``numpy.random.Generator``: source of the initialization and of
         the dropout masks.
+    recompute
+        rnnkit's addition: None (default), a segment length or ``"sqrt"``: gradient
+        checkpointing along time in training mode (only the segments' starting states are kept;
+        the backward reruns each segment's forward), memory O(T/S + S) instead of O(T) for one
+        extra forward.
 
     Attributes
     ----------
@@ -571,9 +584,10 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, *, dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+                 proj_size: int = 0, *, dtype: DTypeLike = np.float32, seed: SeedLike = None,
+                 recompute: Any = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, proj_size)
+                         bidirectional, dtype, seed, proj_size, recompute)
 
     def forward(self, x: Any, hx: Any = None, *, lengths: Any = None,
                 mask: Any = None) -> Tuple[Array, Tuple[Array, Array]]:
@@ -665,6 +679,11 @@ class GRU(_HiddenStateRNN):
     seed
         ``None``, an int or a ``numpy.random.Generator``: source of the initialization and of
         the dropout masks.
+    recompute
+        rnnkit's addition: None (default), a segment length or ``"sqrt"``: gradient
+        checkpointing along time in training mode (only the segments' starting states are kept;
+        the backward reruns each segment's forward), memory O(T/S + S) instead of O(T) for one
+        extra forward.
 
     Attributes
     ----------
@@ -685,9 +704,10 @@ class GRU(_HiddenStateRNN):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: SeedLike = None,
+                 recompute: Any = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, recompute=recompute)
 
 
 
