@@ -39,8 +39,13 @@ CASES = [
     Case("anomaly.py", ("aeon", "matplotlib"), "test_auc", True, ("anomaly.png", "anomaly_training.png")),
     Case("names.py", ("faker", "matplotlib"), "test_accuracy", True,
          ("names_confusion.png", "names_training.png")),
+    # the seed's theory: the LSTM learns the adding problem at T = 50 (--quick) where the RNN
+    # stays at the variance baseline; its figures are the curves, gradient flow and exploding demo
+    Case("adding_problem.py", ("matplotlib",), "lstm_val_mse_T50", False,
+         ("adding_curves.png", "adding_gradient_flow.png", "exploding_gradients.png")),
     Case("dates_seq2seq.py", ("babel", "dateutil", "matplotlib"), "exact_match", True,
          ("dates_attention.png", "dates_training.png")),
+    Case("char_lm.py", ("matplotlib",), "test_bpc", False, ("char_lm_training.png", "char_lm_surprisal.png")),
 ]
 
 
