@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit import losses as _losses
+from rnnkit._blas import single_threaded_blas
 from rnnkit._checks import check_finite as _check_finite_arr
 from rnnkit._checks import check_positive_int, shape_str
 from rnnkit._random import generator
@@ -370,6 +371,7 @@ def _logs(total: float, seen: int, metrics: List[Any]) -> Dict[str, Any]:
 
 # ---- public loops ------------------------------------------------------------------------------
 
+@single_threaded_blas()
 def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
         verbose: Any = "auto", callbacks: Optional[Sequence[Callback]] = None, validation_split: float = 0.0,
         validation_data: Any = None, shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None,
