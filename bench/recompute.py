@@ -141,7 +141,8 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {a.threads} threads; LSTM float32 N={a.N} C={a.C} H={a.H}; "
           f"load average {os.getloadavg()[0]:.2f}")
     mem: Dict[str, Dict[int, int]] = {f"{lib} {v}": {} for lib, v in libs}
-    print(f"{'T':>7} " + " ".join(f"{k + ' MB':>15}" for k in mem) + "   sqrt/full")
+    if not a.skip_memory:
+        print(f"{'T':>7} " + " ".join(f"{k + ' MB':>15}" for k in mem) + "   sqrt/full")
     for T in ([] if a.skip_memory else a.T):
         row = {}
         for lib, v in libs:
