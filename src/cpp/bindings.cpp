@@ -692,7 +692,7 @@ void def_stream(py::module_& m, const char* name) {
                        const OptArr<T>& b_ih, const OptArr<T>& b_hh, Index batch_size,
                        const std::string& act, const std::string& rec, const OptArr<T>& w_hr,
                        double zh_p, double zc_p, const OptArr<T>& gx, const OptArr<T>& gh,
-                       const OptArr<T>& gc, const OptArr<T>& bc) {
+                       const OptArr<T>& gc, const OptArr<T>& bc, const std::string& precision) {
              const rnnkit::CellKind k = kind == "LSTM"      ? rnnkit::CellKind::LSTM
                                         : kind == "GRU"     ? rnnkit::CellKind::GRU
                                         : kind == "GRU_V1"  ? rnnkit::CellKind::GRUv1
@@ -729,8 +729,15 @@ void def_stream(py::module_& m, const char* name) {
                              "zoneout_h: an RNN stream has no zoneout");
              rnnkit::require(zc_p == 0.0 || k == rnnkit::CellKind::LSTM,
                              "zoneout_c: only an LSTM has a cell state");
+             rnnkit::require(precision == "float32" || precision == "bfloat16" || precision == "int8",
+                             "precision: expected 'float32', 'bfloat16' or 'int8', got '" + precision + "'");
+             rnnkit::require(precision == "float32" || sizeof(T) == 4,
+                             "precision: reduced precision needs float32 weights, got float64");
+             const auto prec = precision == "int8"       ? rnnkit::WeightPrecision::INT8
+                               : precision == "bfloat16" ? rnnkit::WeightPrecision::BF16
+                                                         : rnnkit::WeightPrecision::F32;
              return new S(k, parse_acts(act, rec), d.C, d.H, d.N, w_ih.data(), w_hh.data(), ptr(b_ih),
-                          ptr(b_hh), ptr(w_hr), d.P, zh.p, zc.p, ln);
+                          ptr(b_hh), ptr(w_hr), d.P, zh.p, zc.p, ln, prec);
            }),
            py::arg("kind"), py::arg("w_ih").noconvert(), py::arg("w_hh").noconvert(),
            py::arg("b_ih").noconvert(), py::arg("b_hh").noconvert(), py::arg("batch_size"),
@@ -738,7 +745,7 @@ void def_stream(py::module_& m, const char* name) {
            py::arg("w_hr").noconvert() = py::none(), py::arg("zoneout_h_p") = 0.0,
            py::arg("zoneout_c_p") = 0.0, py::arg("gamma_x").noconvert() = py::none(),
            py::arg("gamma_h").noconvert() = py::none(), py::arg("gamma_c").noconvert() = py::none(),
-           py::arg("beta_c").noconvert() = py::none())
+           py::arg("beta_c").noconvert() = py::none(), py::arg("precision") = "float32")
       // step(x: [N, C]) -> h: [N, H]
       .def("step",
            [](S& s, const py::array& x) {
@@ -784,6 +791,11 @@ void def_stream(py::module_& m, const char* name) {
       .def_property_readonly("h", [](const S& s) { return Arr<T>(empty_like_mat(s.h())); })
       .def_property_readonly("c", [](const S& s) { return Arr<T>(empty_like_mat(s.c())); })
       .def_property_readonly("batch_size", &S::N)
+      .def_property_readonly("precision", [](const S& s) {
+        return std::string(s.precision() == rnnkit::WeightPrecision::INT8   ? "int8"
+                           : s.precision() == rnnkit::WeightPrecision::BF16 ? "bfloat16"
+                                                                            : "float32");
+      })
       .def_property_readonly("input_size", &S::C)
       .def_property_readonly("hidden_size", &S::H)
       .def_property_readonly("state_size", &S::state_size);
@@ -992,6 +1004,13 @@ PYBIND11_MODULE(_core, m) {
     py::dict info;
     info["simd"] = simd_level();
     info["eigen_simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+    // how an int8 stream multiplies (gemm.h): "vnni" quantizes each row of the left operand
+    // dynamically and multiplies in int8; "widen" widens the int8 weights to float
+#if defined(RNNKIT_GEMM_VNNI)
+    info["int8_kernel"] = "vnni";
+#else
+    info["int8_kernel"] = "widen";
+#endif
 #ifdef _OPENMP
     info["openmp"] = true;
 #else

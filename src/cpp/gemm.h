@@ -10,8 +10,15 @@
 //   AVX-512: NR = 32 (two zmm), MR = 12 rows  -> 24 accumulators
 //   AVX2+FMA: NR = 16 (two ymm), MR = 6 rows  -> 12 accumulators
 //   otherwise (and for double): the packed slice is kept row-major and multiplied by Eigen.
+//
+// Inference streams may keep their packed weights in reduced precision (WeightPrecision): bfloat16
+// (half the bytes; the micro-kernel widens each value to float, so the products are exactly those
+// of the rounded weights) or int8 with one scale per output column (a quarter of the bytes;
+// c_j = s_j Σ_k a_k q_kj, the scale applied once after the sum). A step at batch 1 reads the
+// whole weight from cache, and that read is its bound: fewer bytes, a faster step.
 #pragma once
 
+#include <cstring>
 #include <vector>
 
 #include "core.h"
@@ -27,10 +34,59 @@ namespace rnnkit {
 template <typename T>
 using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
 
+enum class WeightPrecision : int { F32 = 0, BF16 = 1, INT8 = 2 };
+
+// bfloat16: the high 16 bits of a float, rounded to nearest even (NaN stays NaN)
+inline uint16_t to_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return uint16_t((u >> 16) | 0x40u);
+  // u + 0x7FFF + lsb: ties go to the even upper half
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float from_bf16(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+// int8 scale of one output column w: [K]: s = max_k |w_k| / 127 (1 for an all-zero column)
+inline float int8_scale(const float* w, Index K, Index stride = 1) {
+  float m = 0.0f;
+  for (Index k = 0; k < K; ++k) m = std::max(m, std::abs(w[k * stride]));
+  return m > 0.0f ? m / 127.0f : 1.0f;
+}
+// q = round(v / s), in [-127, 127]
+inline int8_t to_int8(float v, float s) {
+  return int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(v / s))));
+}
+
+// Rounds the weight W: [rows, K] (row r = output column r of the product W^T) to the grid of
+// `p` in place: bfloat16 values, or s_r * q for int8 with one scale per row. The float copy then
+// holds exactly the weights the reduced-precision kernels use (every path computes with them).
+template <typename T>
+inline void round_weights(T* W, Index rows, Index K, WeightPrecision p) {
+  if (p == WeightPrecision::F32) return;
+  for (Index r = 0; r < rows; ++r) {
+    T* w = W + r * K;
+    if (p == WeightPrecision::BF16) {
+      for (Index k = 0; k < K; ++k) w[k] = T(from_bf16(to_bf16(float(w[k]))));
+    } else {
+      std::vector<float> row(w, w + K);
+      const float s = int8_scale(row.data(), K);
+      for (Index k = 0; k < K; ++k) w[k] = T(s * float(to_int8(row[k], s)));
+    }
+  }
+}
+
 // Generic packed operand (double, or float without AVX2): B: [K, cols] row-major, and Eigen.
 template <typename T>
 class PackedB {
  public:
+  // Reduced precision changes nothing here: the weights given to pack_transposed are already on
+  // the precision's grid (round_weights), and this path multiplies them in T.
+  void use_precision(WeightPrecision) {}
   // Allocates room for a [K, cols] operand, so that packing later does not allocate.
   void reserve(Index K, Index cols) { data_.reserve(K * cols); }
   // B[k][j] = W[c0 + j][k]: the columns [c0, c1) of W^T, W: [*, K] row-major.
@@ -92,6 +148,16 @@ inline __mmask16 lanes(Index n) {
 }
 inline Vec vload_n(const float* p, Index n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
 inline void vstore_n(float* p, Vec v, Index n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+// 16 int8 weights widened to float
+inline Vec vload(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+// 16 bfloat16 weights widened to float (a bfloat16 is a float's upper half)
+inline Vec vload(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
 // rows per block and panels per block for small row counts (more independent accumulators)
 constexpr int panels_for(int mr) { return mr <= 2 ? 4 : mr <= 3 ? 3 : mr <= 6 ? 2 : 1; }
 #else
@@ -109,6 +175,16 @@ inline __m256i lanes(Index n) {
 }
 inline Vec vload_n(const float* p, Index n) { return _mm256_maskload_ps(p, lanes(n)); }
 inline void vstore_n(float* p, Vec v, Index n) { _mm256_maskstore_ps(p, lanes(n), v); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+// 8 int8 weights widened to float
+inline Vec vload(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+// 8 bfloat16 weights widened to float (a bfloat16 is a float's upper half)
+inline Vec vload(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
 constexpr int panels_for(int mr) { return mr <= 1 ? 3 : mr <= 2 ? 2 : 1; }
 #endif
 
@@ -116,10 +192,12 @@ constexpr int panels_for(int mr) { return mr <= 1 ? 3 : mr <= 2 ? 2 : 1; }
 // (row k of a panel at + k * kNR); only the last panel may be partial (ncols_last valid columns).
 // With ATrans, A is stored transposed: a[r][k] at A[k * lda + r].
 // `bias` (null = none) is added to every row: bias[q * kNR + j] for column j of panel q.
-template <int MR, int NP, bool ATrans = false>
-inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Index pstride,
+// Panels of E = float, or of int8 / bfloat16 weights widened on load; `scale` (null = none)
+// multiplies column j of panel q by scale[q * kNR + j] after the sum (int8).
+template <int MR, int NP, bool ATrans = false, typename E = float>
+inline void micro_kernel(Index K, const float* A, Index lda, const E* P, Index pstride,
                          float* C, Index ldc, bool acc, Index ncols_last,
-                         const float* bias = nullptr) {
+                         const float* bias = nullptr, const float* scale = nullptr) {
   Vec c[NP][2][MR];
 #pragma GCC unroll 4
   for (int q = 0; q < NP; ++q)
@@ -146,6 +224,15 @@ inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Ind
 #pragma GCC unroll 4
   for (int q = 0; q < NP; ++q) {
     const Index n = q == NP - 1 ? ncols_last : kNR;
+    if (scale) {
+      // c[r] = s ⊙ c[r]: int8 columns back to their scale
+      const Vec s0 = vload_n(scale + q * kNR, n), s1 = vload_n(scale + q * kNR + kW, n - kW);
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+        c[q][0][r] = vmul(c[q][0][r], s0);
+        c[q][1][r] = vmul(c[q][1][r], s1);
+      }
+    }
     if (bias) {
       // c[r] += bias
       const Vec b0 = vload_n(bias + q * kNR, n), b1 = vload_n(bias + q * kNR + kW, n - kW);
@@ -169,25 +256,88 @@ inline void micro_kernel(Index K, const float* A, Index lda, const float* P, Ind
 }
 
 // A block of `rows` (1..kMR) rows against panels [p, p + count): the widest kernel that fits.
-template <int MR, bool ATrans>
-inline Index rows_block(Index rows, Index K, const float* A, Index lda, const float* P,
+template <int MR, bool ATrans, typename E = float>
+inline Index rows_block(Index rows, Index K, const float* A, Index lda, const E* P,
                         Index pstride, Index panels_left, float* C, Index ldc, bool acc,
-                        Index ncols_last, const float* bias) {
+                        Index ncols_last, const float* bias, const float* scale = nullptr) {
   if constexpr (MR > 1) {
     if (rows != MR)
-      return rows_block<MR - 1, ATrans>(rows, K, A, lda, P, pstride, panels_left, C, ldc, acc,
-                                        ncols_last, bias);
+      return rows_block<MR - 1, ATrans, E>(rows, K, A, lda, P, pstride, panels_left, C, ldc, acc,
+                                           ncols_last, bias, scale);
   }
   constexpr int NP = panels_for(MR);
   if (NP > 1 && panels_left >= NP) {
-    micro_kernel<MR, NP, ATrans>(K, A, lda, P, pstride, C, ldc, acc,
-                                 panels_left == NP ? ncols_last : kNR, bias);
+    micro_kernel<MR, NP, ATrans, E>(K, A, lda, P, pstride, C, ldc, acc,
+                                    panels_left == NP ? ncols_last : kNR, bias, scale);
     return NP;
   }
-  micro_kernel<MR, 1, ATrans>(K, A, lda, P, pstride, C, ldc, acc,
-                              panels_left == 1 ? ncols_last : kNR, bias);
+  micro_kernel<MR, 1, ATrans, E>(K, A, lda, P, pstride, C, ldc, acc,
+                                 panels_left == 1 ? ncols_last : kNR, bias, scale);
   return 1;
 }
+
+#if defined(RNNKIT_GEMM_AVX512) && defined(__AVX512VNNI__)
+#define RNNKIT_GEMM_VNNI 1
+// int8 x int8 with VNNI (vpdpbusd: 64 multiply-adds per instruction). The weight panel is kept
+// in groups of 4 rows of depth: panel + g * 4 * kNR holds, for columns j = 0..kNR-1, the 4 bytes
+// q[4g..4g+3][j] (one 32-bit lane per column), so one zmm of a group is 16 columns' 4 products.
+// Each row of A is quantized dynamically (as torch's quantize_dynamic does): a ≈ s_a (u - 128),
+// s_a = max|a| / 127, u = round(a / s_a) + 128 in [1, 255]; then
+//   c_j = s_a s_j (Σ_k u_k q_kj - 128 Σ_k q_kj)     (colsum_j = Σ_k q_kj, kept with the panel).
+// u: [MR, Kp] bytes (Kp = K rounded up to 4, the padding u = 128 against zero weights),
+// sa: [MR] the rows' scales.
+template <int MR>
+inline void vnni_kernel(Index groups, const uint8_t* u, Index ldu, const float* sa, const int8_t* P,
+                        const float* scale, const int32_t* colsum, float* C, Index ldc, bool acc,
+                        Index n, const float* bias) {
+  __m512i c[MR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm512_setzero_si512();
+  for (Index g = 0; g < groups; ++g) {
+    const __m512i b0 = _mm512_loadu_si512(P + g * 4 * kNR);
+    const __m512i b1 = _mm512_loadu_si512(P + g * 4 * kNR + 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      // c[r][j] += Σ_{i<4} u[r][4g+i] q[4g+i][j]
+      int32_t a4;
+      std::memcpy(&a4, u + r * ldu + 4 * g, 4);
+      const __m512i a = _mm512_set1_epi32(a4);
+      c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+      c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+    }
+  }
+  const __m512i cs0 = _mm512_loadu_si512(colsum), cs1 = _mm512_loadu_si512(colsum + 16);
+  const Vec s0 = vload_n(scale, n), s1 = vload_n(scale + kW, n - kW);
+  const Vec b0 = bias ? vload_n(bias, n) : vzero(), b1 = bias ? vload_n(bias + kW, n - kW) : vzero();
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    // c = s_a s_j (acc - 128 colsum_j) + bias
+    const Vec sr = _mm512_set1_ps(sa[r]);
+    Vec v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][0], _mm512_slli_epi32(cs0, 7)));
+    Vec v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][1], _mm512_slli_epi32(cs1, 7)));
+    v0 = vfma(vmul(v0, s0), sr, b0);
+    v1 = vfma(vmul(v1, s1), sr, b1);
+    float* cp = C + r * ldc;
+    if (acc) {
+      v0 = vadd(v0, vload_n(cp, n));
+      v1 = vadd(v1, vload_n(cp + kW, n - kW));
+    }
+    vstore_n(cp, v0, n);
+    vstore_n(cp + kW, v1, n - kW);
+  }
+}
+
+template <int MR>
+inline void vnni_rows(Index rows, Index groups, const uint8_t* u, Index ldu, const float* sa,
+                      const int8_t* P, const float* scale, const int32_t* colsum, float* C,
+                      Index ldc, bool acc, Index n, const float* bias) {
+  if constexpr (MR > 1) {
+    if (rows != MR)
+      return vnni_rows<MR - 1>(rows, groups, u, ldu, sa, P, scale, colsum, C, ldc, acc, n, bias);
+  }
+  vnni_kernel<MR>(groups, u, ldu, sa, P, scale, colsum, C, ldc, acc, n, bias);
+}
+#endif
 
 // Cache blocking of a large product (tuning.h): kKC rows of a panel stay in L1, a block of
 // kMC x kKC of A in L2.
@@ -199,21 +349,48 @@ constexpr Index kKC = tuning::kKC, kMC = tuning::kMCRowBlocks * kMR;
 template <>
 class PackedB<float> {
  public:
+  // The precision of the next pack_transposed (an inference stream's weights; F32 by default).
+  void use_precision(WeightPrecision p) { prec_ = p; }
   // Allocates room for a [K, cols] operand, so that packing later does not allocate.
   void reserve(Index K, Index cols) {
     data_.reserve((cols + detail::kNR - 1) / detail::kNR * K * detail::kNR);
   }
-  // B[k][j] = W[c0 + j][k]: the columns [c0, c1) of W^T, W: [*, K] row-major.
+  // B[k][j] = W[c0 + j][k]: the columns [c0, c1) of W^T, W: [*, K] row-major; in bfloat16 or
+  // int8 (one scale per column) when use_precision asked for it.
   void pack_transposed(const float* W, Index K, Index c0, Index c1) {
     reset(K, c1 - c0);
+    const Index pstride = K_ * detail::kNR;
     for (Index j = 0; j < cols_; ++j) {
-      float* panel = data_.data() + (j / detail::kNR) * K_ * detail::kNR + j % detail::kNR;
+      const Index at = (j / detail::kNR) * pstride + j % detail::kNR;  // B[0][j] in the panels
       const float* w = W + (c0 + j) * K;
-      for (Index k = 0; k < K_; ++k) panel[k * detail::kNR] = w[k];
+      if (prec_ == WeightPrecision::F32) {
+        for (Index k = 0; k < K_; ++k) data_[at + k * detail::kNR] = w[k];
+      } else if (prec_ == WeightPrecision::BF16) {
+        for (Index k = 0; k < K_; ++k) bf16_[at + k * detail::kNR] = to_bf16(w[k]);
+      } else {
+        // w ≈ s_j q: s_j = max |w| / 127
+        const float sc = int8_scale(w, K_);
+        scales_[j] = sc;
+#if defined(RNNKIT_GEMM_VNNI)
+        // groups of 4 depths per column (see detail::vnni_kernel)
+        int8_t* panel = int8_.data() + (j / detail::kNR) * vnni_pstride() + (j % detail::kNR) * 4;
+        int32_t sum = 0;
+        for (Index k = 0; k < K_; ++k) {
+          const int8_t q = to_int8(w[k], sc);
+          panel[(k / 4) * 4 * detail::kNR + k % 4] = q;
+          sum += q;
+        }
+        colsum_[j] = sum;
+#else
+        for (Index k = 0; k < K_; ++k) int8_[at + k * detail::kNR] = to_int8(w[k], sc);
+#endif
+      }
     }
   }
-  // B[k][j] = W[k][c0 + j]: the columns [c0, c1) of W: [K, ldw] row-major.
+  // B[k][j] = W[k][c0 + j]: the columns [c0, c1) of W: [K, ldw] row-major (float only: the
+  // backward's operands).
   void pack_plain(const float* W, Index K, Index ldw, Index c0, Index c1) {
+    prec_ = WeightPrecision::F32;
     reset(K, c1 - c0);
     for (Index p = 0; p * detail::kNR < cols_; ++p) {
       const Index j0 = p * detail::kNR, n = std::min(detail::kNR, cols_ - j0);
@@ -227,16 +404,29 @@ class PackedB<float> {
   // `bias: [cols]` (null = none) is added to every row of the product.
   void multiply(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate,
                 bool a_trans = false, const float* bias = nullptr) const {
-    if (a_trans)
-      run<true>(M, A, lda, C, ldc, accumulate, bias);
-    else
-      run<false>(M, A, lda, C, ldc, accumulate, bias);
+    switch (prec_) {
+      case WeightPrecision::F32:
+        return a_trans ? run<true>(data_.data(), nullptr, M, A, lda, C, ldc, accumulate, bias)
+                       : run<false>(data_.data(), nullptr, M, A, lda, C, ldc, accumulate, bias);
+      case WeightPrecision::BF16:
+        return a_trans ? run<true>(bf16_.data(), nullptr, M, A, lda, C, ldc, accumulate, bias)
+                       : run<false>(bf16_.data(), nullptr, M, A, lda, C, ldc, accumulate, bias);
+      case WeightPrecision::INT8:
+#if defined(RNNKIT_GEMM_VNNI)
+        require(!a_trans, "an int8 packed weight multiplies a row-major A only");
+        return run_vnni(M, A, lda, C, ldc, accumulate, bias);
+#else
+        return a_trans ? run<true>(int8_.data(), scales_.data(), M, A, lda, C, ldc, accumulate, bias)
+                       : run<false>(int8_.data(), scales_.data(), M, A, lda, C, ldc, accumulate, bias);
+#endif
+    }
   }
 
  private:
-  template <bool ATrans>
-  void run(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate,
-           const float* bias) const {
+  // data: the panels (float, bfloat16 or int8); scales: int8's per-column scales (else null)
+  template <bool ATrans, typename E>
+  void run(const E* data, const float* scales, Index M, const float* A, Index lda, float* C,
+           Index ldc, bool accumulate, const float* bias) const {
     using namespace detail;
     if (M == 0 || cols_ == 0) return;
     const Index panels = (cols_ + kNR - 1) / kNR, pstride = K_ * kNR;
@@ -246,9 +436,10 @@ class PackedB<float> {
     if (M < kMR) {
       // one block of rows: panels in groups as wide as the row count allows (GEMV-like shapes)
       for (Index p = 0; p < panels;)
-        p += rows_block<int(kMR), ATrans>(M, K_, A, lda, data_.data() + p * pstride, pstride,
-                                          panels - p, C + p * kNR, ldc, accumulate, ncols_last,
-                                          bias ? bias + p * kNR : nullptr);
+        p += rows_block<int(kMR), ATrans, E>(M, K_, A, lda, data + p * pstride, pstride,
+                                             panels - p, C + p * kNR, ldc, accumulate, ncols_last,
+                                             bias ? bias + p * kNR : nullptr,
+                                             scales ? scales + p * kNR : nullptr);
       return;
     }
     // a transposed A is read across rows a page apart: each block of it is copied first into
@@ -272,30 +463,88 @@ class PackedB<float> {
         const Index lda_blk = ATrans ? mn : lda;
         // panel by panel, so that a panel's kn rows stay in L1 while the rows of A pass over it
         for (Index p = 0; p < panels; ++p) {
-          const float* P = data_.data() + p * pstride + kc * kNR;
+          const E* P = data + p * pstride + kc * kNR;
           const Index n = p == panels - 1 ? ncols_last : kNR;
           // the bias joins once, with the first block of depth
           const float* bp = (bias && kc == 0) ? bias + p * kNR : nullptr;
+          // int8: each block of depth is scaled on its own (s Σ_kc = Σ_kc s ·)
+          const float* sp = scales ? scales + p * kNR : nullptr;
           Index i = mc;
           for (; i + kMR <= mc + mn; i += kMR)
-            micro_kernel<int(kMR), 1, ATrans>(kn, a_blk(i), lda_blk, P, pstride,
-                                              C + i * ldc + p * kNR, ldc, acc, n, bp);
+            micro_kernel<int(kMR), 1, ATrans, E>(kn, a_blk(i), lda_blk, P, pstride,
+                                                 C + i * ldc + p * kNR, ldc, acc, n, bp, sp);
           if (i < mc + mn)
-            rows_block<int(kMR), ATrans>(mc + mn - i, kn, a_blk(i), lda_blk, P, pstride, 1,
-                                         C + i * ldc + p * kNR, ldc, acc, n, bp);
+            rows_block<int(kMR), ATrans, E>(mc + mn - i, kn, a_blk(i), lda_blk, P, pstride, 1,
+                                            C + i * ldc + p * kNR, ldc, acc, n, bp, sp);
         }
       }
     }
   }
 
+#if defined(RNNKIT_GEMM_VNNI)
+  Index vnni_pstride() const { return (K_ + 3) / 4 * 4 * detail::kNR; }
+  // C (=|+=) A · B with int8 B and A quantized per row on the fly (detail::vnni_kernel), in
+  // blocks of up to 4 rows. A: [M, K] row-major.
+  void run_vnni(Index M, const float* A, Index lda, float* C, Index ldc, bool accumulate,
+                const float* bias) const {
+    using namespace detail;
+    if (M == 0 || cols_ == 0) return;
+    constexpr int kRows = 4;
+    const Index Kp = (K_ + 3) / 4 * 4, groups = Kp / 4, panels = (cols_ + kNR - 1) / kNR;
+    thread_local std::vector<uint8_t> u;  // [kRows, Kp] quantized rows (per thread, kept)
+    if (u.size() < size_t(kRows * Kp)) u.resize(kRows * Kp);
+    float sa[kRows];
+    for (Index i0 = 0; i0 < M; i0 += kRows) {
+      const Index rows = std::min<Index>(kRows, M - i0);
+      for (Index r = 0; r < rows; ++r) {
+        // u = round(a / s_a) + 128, s_a = max|a| / 127 (the padding: 128, i.e. zero)
+        const float* a = A + (i0 + r) * lda;
+        float m = 0.0f;
+        for (Index k = 0; k < K_; ++k) m = std::max(m, std::abs(a[k]));
+        sa[r] = m > 0.0f ? m / 127.0f : 1.0f;
+        const float inv = 1.0f / sa[r];
+        uint8_t* ur = u.data() + r * Kp;
+        for (Index k = 0; k < K_; ++k)
+          ur[k] = uint8_t(int(std::nearbyint(std::max(-127.0f, std::min(127.0f, a[k] * inv)))) + 128);
+        for (Index k = K_; k < Kp; ++k) ur[k] = 128;
+      }
+      for (Index p = 0; p < panels; ++p) {
+        const Index n = std::min(kNR, cols_ - p * kNR);
+        vnni_rows<kRows>(rows, groups, u.data(), Kp, sa, int8_.data() + p * vnni_pstride(),
+                         scales_.data() + p * kNR, colsum_.data() + p * kNR, C + i0 * ldc + p * kNR,
+                         ldc, accumulate, n, bias ? bias + p * kNR : nullptr);
+      }
+    }
+  }
+#endif
+
+  // Zero-padded panels of the current precision (the others' storage freed).
   void reset(Index K, Index cols) {
     K_ = K;
     cols_ = cols;
-    const Index panels = (cols + detail::kNR - 1) / detail::kNR;
-    data_.assign(panels * K * detail::kNR, 0.0f);
+    const Index panels = (cols + detail::kNR - 1) / detail::kNR, n = panels * K * detail::kNR;
+    if (prec_ == WeightPrecision::F32) data_.assign(n, 0.0f); else AlignedVec<float>().swap(data_);
+    if (prec_ == WeightPrecision::BF16) bf16_.assign(n, 0); else AlignedVec<uint16_t>().swap(bf16_);
+    if (prec_ == WeightPrecision::INT8) {
+#if defined(RNNKIT_GEMM_VNNI)
+      int8_.assign(panels * vnni_pstride(), 0);  // depth padded to a multiple of 4
+      colsum_.assign(panels * detail::kNR, 0);
+#else
+      int8_.assign(n, 0);
+#endif
+      scales_.assign(panels * detail::kNR, 0.0f);
+    } else {
+      AlignedVec<int8_t>().swap(int8_);
+      AlignedVec<float>().swap(scales_);
+    }
   }
+  WeightPrecision prec_ = WeightPrecision::F32;
   Index K_ = 0, cols_ = 0;
-  AlignedVec<float> data_;
+  AlignedVec<float> data_;      // F32 panels
+  AlignedVec<uint16_t> bf16_;   // BF16 panels
+  AlignedVec<int8_t> int8_;     // INT8 panels
+  AlignedVec<float> scales_;    // INT8: one scale per column, [panels * kNR]
+  AlignedVec<int32_t> colsum_;  // INT8 with VNNI: Σ_k q_kj per column, [panels * kNR]
 };
 
 #endif  // AVX2 / AVX-512

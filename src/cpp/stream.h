@@ -33,10 +33,12 @@ class Stream {
   // w_hr: [P, H] (an LSTM's projection, P > 0; null = none, Hs = H); the state is [N, Hs] (and
   // the LSTM cell state [N, H]), zero to start with; acts: the cell's activations; zh_p, zc_p:
   // zoneout probabilities of h and c (inference: each step moves the state by 1 - p of the way);
-  // ln: the LayerNorm cells' gains and biases (gx, gh: [G*H]; gc, bc: [H]; copied).
+  // ln: the LayerNorm cells' gains and biases (gx, gh: [G*H]; gc, bc: [H]; copied);
+  // prec: the weights' precision (gemm.h): the copies are rounded to its grid (bfloat16, or int8
+  // with one scale per output row) and packed in it, so every step reads 2x or 4x fewer bytes.
   Stream(CellKind kind, CellActs acts, Index C, Index H, Index N, const T* w_ih, const T* w_hh,
          const T* b_ih, const T* b_hh, const T* w_hr = nullptr, Index P = 0, T zh_p = T(0),
-         T zc_p = T(0), LnParams<T> ln = {})
+         T zc_p = T(0), LnParams<T> ln = {}, WeightPrecision prec = WeightPrecision::F32)
       : kind_(kind), acts_(acts), zh_p_(zh_p), zc_p_(zc_p), C_(C), H_(H), N_(N),
         G_(gates_of(kind) * H), P_(w_hr ? P : 0),
         Hs_(P_ ? P_ : H), w_ih_(CMatMap<T>(w_ih, G_, C)), w_hh_(CMatMap<T>(w_hh, G_, Hs_)),
@@ -55,6 +57,12 @@ class Stream {
         std::copy(ln.bc, ln.bc + H, ln_.data() + 2 * G_ + H);
       }
     }
+    // the weights on the precision's grid (a no-op for F32), then packed in it
+    round_weights(w_ih_.data(), G_, C, prec);
+    round_weights(w_hh_.data(), G_, Hs_, prec);
+    if (P_) round_weights(w_hr_.data(), P_, H, prec);
+    prec_ = prec;
+    for (PackedB<T>* pk : {&packed_ih_, &packed_hh_, &packed_hn_, &packed_hr_}) pk->use_precision(prec);
     // both weight matrices packed once, for every later call
     packed_ih_.reserve(C, G_);
     packed_ih_.pack_transposed(w_ih_.data(), C, 0, G_);
@@ -87,6 +95,7 @@ class Stream {
   Index state_size() const { return Hs_; }
   Index N() const { return N_; }
   CellKind kind() const { return kind_; }
+  WeightPrecision precision() const { return prec_; }
   // the LayerNorm parameters as the kernels take them (null pointers for the other cells)
   LnParams<T> ln() const {
     if (!ln_.size()) return {};
@@ -194,6 +203,7 @@ class Stream {
   }
 
   CellKind kind_;
+  WeightPrecision prec_ = WeightPrecision::F32;
   CellActs acts_;
   T zh_p_, zc_p_;
   Index C_, H_, N_, G_, P_, Hs_;

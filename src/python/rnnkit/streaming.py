@@ -16,6 +16,16 @@ Shapes
 ------
 w_ih: [G*H, C], w_hh: [G*H, H], b_ih, b_hh: [G*H] (None = no bias), G = 1 / 4 / 3.
 step: x [N, C] -> h [N, H];  run: x [steps, N, C] -> y [steps, N, H];  N = batch_size.
+
+Precision
+---------
+``precision="bfloat16"`` or ``"int8"`` (float32 weights only) keeps the weights in C++ in that
+precision: bfloat16 rounds each weight to 8 significant bits (half the bytes); int8 stores each
+output row as ``s * q`` with one scale ``s = max|w| / 127`` per row and ``q`` in [-127, 127]
+(a quarter of the bytes), as ``torch.ao.quantization.quantize_dynamic`` does per channel. The
+state and the arithmetic stay float32 (weight-only quantization). A step at small batch reads
+every weight once and is bound by that read, so it gets faster; the outputs differ from
+float32 by the weights' rounding (``bench/quantized_stream.py`` measures both).
 """
 from __future__ import annotations
 
@@ -28,9 +38,20 @@ from rnnkit._checks import as_float_array, check_cell_activations, check_fits_me
 from rnnkit._checks import check_rate
 from rnnkit._checks import recurrent_weights
 
-__all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream"]
+__all__ = ["RNNStream", "LSTMStream", "GRUStream", "StackedStream", "PRECISIONS"]
 
 _GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+#: The weights' precisions a stream can keep (see the module's Precision section).
+PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def check_precision(precision: object, dtype: np.dtype) -> str:
+    """``precision`` checked against :data:`PRECISIONS` and the weights' dtype."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision != "float32" and dtype != np.float32:
+        raise ValueError(f"precision: {precision!r} needs float32 weights, got {dtype}")
+    return precision
 
 
 class _Stream:
@@ -39,7 +60,7 @@ class _Stream:
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
                  kind: Optional[str] = None, w_hr=None, zoneout: float = 0.0,
-                 zoneout_cell: float = 0.0, ln: Optional[dict] = None) -> None:
+                 zoneout_cell: float = 0.0, ln: Optional[dict] = None, precision: str = "float32") -> None:
         batch_size = check_positive_int("batch_size", batch_size)
         check_cell_activations(activation, recurrent_activation)
         kind = kind or self._kind
@@ -66,7 +87,8 @@ class _Stream:
                     lnp[name] = a
         self._impl = impl_cls(kind, w_ih, w_hh, b_ih, b_hh, batch_size, activation,
                               recurrent_activation, w_hr, check_rate("zoneout", zoneout),
-                              check_rate("zoneout_cell", zoneout_cell), **lnp)
+                              check_rate("zoneout_cell", zoneout_cell), **lnp,
+                              precision=check_precision(precision, dt))
         self.dtype = dt
         # bound C++ methods, so a call costs no Python frame of ours
         self.step = self._impl.step
@@ -98,6 +120,11 @@ class _Stream:
         return int(self._impl.batch_size)
 
     @property
+    def precision(self) -> str:
+        """The weights' precision in C++: 'float32', 'bfloat16' or 'int8'."""
+        return str(self._impl.precision)
+
+    @property
     def input_size(self) -> int:
         return int(self._impl.input_size)
 
@@ -117,9 +144,10 @@ class RNNStream(_Stream):
     _kind = "RNN"
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
-                 nonlinearity: str = "tanh") -> None:
+                 nonlinearity: str = "tanh", precision: str = "float32") -> None:
         check_cell_activations(nonlinearity, None, names=("nonlinearity", ""))
-        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=nonlinearity)
+        super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=nonlinearity,
+                         precision=precision)
 
 
 class LSTMStream(_Stream):
@@ -133,7 +161,7 @@ class LSTMStream(_Stream):
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
                  zoneout: float = 0.0, zoneout_cell: float = 0.0, gamma_x=None, gamma_h=None,
-                 gamma_c=None, beta_c=None) -> None:
+                 gamma_c=None, beta_c=None, precision: str = "float32") -> None:
         ln = None
         if any(a is not None for a in (gamma_x, gamma_h, gamma_c, beta_c)):
             if any(a is None for a in (gamma_x, gamma_h, gamma_c, beta_c)):
@@ -141,7 +169,8 @@ class LSTMStream(_Stream):
             ln = {"gamma_x": gamma_x, "gamma_h": gamma_h, "gamma_c": gamma_c, "beta_c": beta_c}
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
                          recurrent_activation=recurrent_activation, w_hr=w_hr, zoneout=zoneout,
-                         zoneout_cell=zoneout_cell, kind="LSTM_LN" if ln else "LSTM", ln=ln)
+                         zoneout_cell=zoneout_cell, kind="LSTM_LN" if ln else "LSTM", ln=ln,
+                         precision=precision)
 
     @property
     def c(self) -> np.ndarray:
@@ -157,7 +186,8 @@ class GRUStream(_Stream):
 
     def __init__(self, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_size: int = 1,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 reset_after: bool = True, zoneout: float = 0.0, gamma_x=None, gamma_h=None) -> None:
+                 reset_after: bool = True, zoneout: float = 0.0, gamma_x=None, gamma_h=None,
+                 precision: str = "float32") -> None:
         ln = None
         if gamma_x is not None or gamma_h is not None:
             if gamma_x is None or gamma_h is None:
@@ -167,7 +197,8 @@ class GRUStream(_Stream):
             ln = {"gamma_x": gamma_x, "gamma_h": gamma_h}
         super().__init__(w_ih, w_hh, b_ih, b_hh, batch_size=batch_size, activation=activation,
                          recurrent_activation=recurrent_activation,
-                         kind="GRU_LN" if ln else ("GRU" if reset_after else "GRU_V1"), zoneout=zoneout, ln=ln)
+                         kind="GRU_LN" if ln else ("GRU" if reset_after else "GRU_V1"), zoneout=zoneout, ln=ln,
+                         precision=precision)
 
 
 class StackedStream:

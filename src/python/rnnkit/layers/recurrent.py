@@ -234,10 +234,11 @@ class _RNN(Layer):
             p[...] = new[k]
 
     # ---- streaming -----------------------------------------------------------------------------
-    def stream(self, batch_size: int = 1) -> Any:
+    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
         """A stateful step-by-step runner of this layer's cell, with its current weights copied
         into C++ (see :mod:`rnnkit.streaming`): dropout is off, zoneout takes its expectation,
-        and a later change of the weights needs a new stream.
+        and a later change of the weights needs a new stream. ``precision``: 'float32',
+        'bfloat16' or 'int8' weights (see :mod:`rnnkit.streaming`).
 
         Shapes
         ------
@@ -253,7 +254,7 @@ class _RNN(Layer):
                              "the end); stream a forward layer")
         w = self.kernel_weights()
         base = {"w_ih": w["w_ih"], "w_hh": w["w_hh"], "b_ih": w["b_ih"], "b_hh": w["b_hh"],
-                "batch_size": batch_size}
+                "batch_size": batch_size, "precision": precision}
         ln = {k: w[k] for k in self._ln_shapes()}
         if self._CELL == "rnn":
             return streaming.RNNStream(**base, nonlinearity=self.activation.name)

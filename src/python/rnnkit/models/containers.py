@@ -105,11 +105,11 @@ class FeedForwardNetwork(LayerCollection):
                 break
         return d
 
-    def stream(self, batch_size: int = 1) -> Any:
+    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
         """Step-by-step inference of these layers: see :class:`rnnkit.models.stream.ModelStream`."""
         from rnnkit.models.stream import ModelStream
 
-        return ModelStream.from_model(self, batch_size)
+        return ModelStream.from_model(self, batch_size, precision)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} layers={[layer.name for layer in self.layers]}>"

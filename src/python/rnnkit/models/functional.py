@@ -147,9 +147,10 @@ class Model(LayerCollection):
                 return layer
         raise ValueError(f"name: no layer named {name!r}; layers are {[l.name for l in self.layers]}")
 
-    def stream(self, batch_size: int = 1) -> Any:
+    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
         """Step-by-step inference of this model (a chain of layers): see
-        :class:`rnnkit.models.stream.ModelStream`.
+        :class:`rnnkit.models.stream.ModelStream`; ``precision`` ('float32', 'bfloat16' or
+        'int8') is the recurrent layers' weights' (see :mod:`rnnkit.streaming`).
 
         Shapes
         ------
@@ -157,7 +158,7 @@ class Model(LayerCollection):
         """
         from rnnkit.models.stream import ModelStream
 
-        return ModelStream.from_model(self, batch_size)
+        return ModelStream.from_model(self, batch_size, precision)
 
     def all_layers(self) -> List[Layer]:
         """Every layer, the wrapped ones (Bidirectional's, TimeDistributed's) included."""

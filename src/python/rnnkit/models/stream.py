@@ -39,15 +39,19 @@ class ModelStream:
         The model's layers in order (a ``Sequential``'s or a ``RecurrentNetwork``'s).
     batch_size
         Sequences advanced together by every call (the streams' N).
+    precision
+        The recurrent layers' weights in C++: 'float32', 'bfloat16' or 'int8' (see
+        :mod:`rnnkit.streaming`); the per-step layers stay float.
     """
 
-    def __init__(self, layers: Sequence[Any], batch_size: int = 1) -> None:
+    def __init__(self, layers: Sequence[Any], batch_size: int = 1, precision: str = "float32") -> None:
         self.batch_size = check_positive_int("batch_size", batch_size)
+        self.precision = precision
         self._stages: List[Tuple[str, Any]] = []
         for layer in layers:
             kind = type(layer).__name__
             if hasattr(layer, "stream") and callable(layer.stream) and hasattr(layer, "kernel_weights"):
-                self._stages.append(("recurrent", layer.stream(self.batch_size)))
+                self._stages.append(("recurrent", layer.stream(self.batch_size, precision=precision)))
             elif kind in _PER_STEP:
                 self._stages.append(("step", layer))
             else:
@@ -58,7 +62,7 @@ class ModelStream:
             raise ValueError("stream: the model has no recurrent layer to stream")
 
     @classmethod
-    def from_model(cls, model: Any, batch_size: int = 1) -> "ModelStream":
+    def from_model(cls, model: Any, batch_size: int = 1, precision: str = "float32") -> "ModelStream":
         """The stream of a built ``Sequential`` (or any model that is a plain chain of layers with
         a ``layers`` list)."""
         if type(model).__name__ not in ("Sequential", "FeedForwardNetwork", "RecurrentNetwork"):
@@ -66,7 +70,7 @@ class ModelStream:
                             f"chain of layers), got {type(model).__name__}")
         if not model.layers or not all(getattr(layer, "built", True) for layer in model.layers):
             raise ValueError("model: build it first (fit, predict or build(input_shape))")
-        return cls(model.layers, batch_size)
+        return cls(model.layers, batch_size, precision)
 
     def step(self, x_t: Any) -> np.ndarray:
         """One step of every sequence: ``x_t: [N, C]`` -> ``[N, F]``."""

@@ -155,11 +155,12 @@ class _RNNBase(Module):
             w[key] = self._parameters[name].data
         return w
 
-    def stream(self, batch_size: int = 1) -> Any:
+    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
         """A stateful step-by-step runner for real-time inference (see :mod:`rnnkit.streaming`).
 
         The weights are copied into C++ once, now (a later change of the module's weights needs
-        a new stream); the state starts at zero and is carried between calls.
+        a new stream); the state starts at zero and is carried between calls. ``precision``:
+        'float32', 'bfloat16' or 'int8' weights (see :mod:`rnnkit.streaming`).
 
         Returns
         -------
@@ -177,7 +178,7 @@ class _RNNBase(Module):
                              "direction starts at the end); stream a unidirectional one")
         cls = {1: streaming.RNNStream, 4: streaming.LSTMStream, 3: streaming.GRUStream}[self._gates]
         kw = {"nonlinearity": self.nonlinearity} if self._gates == 1 else {}
-        layers = [cls(**self.direction_weights(layer), batch_size=batch_size, **kw)
+        layers = [cls(**self.direction_weights(layer), batch_size=batch_size, precision=precision, **kw)
                   for layer in range(self.num_layers)]
         return layers[0] if len(layers) == 1 else streaming.StackedStream(layers)
 
