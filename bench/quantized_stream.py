@@ -12,7 +12,8 @@ Rows:
   ``torch.ao.quantization.quantize_dynamic(nn.LSTM, dtype=torch.qint8)`` called on one step with
   the carried ``(h, c)``, and the float ``nn.LSTM`` the same way (same weights).
 - ``run``: ``stream.run(x)`` over a chunk of 100 steps at batch 64, C = H = 256 (the grid's
-  forward shape), milliseconds per chunk.
+  forward shape), milliseconds per chunk; PyTorch's ``nn.LSTM`` and its ``quantize_dynamic``
+  int8 version over the same chunk.
 
 All variants of a row live in one process and alternate in blocks (``--steps`` steps, or 5
 chunks, of one variant, then the next; the order reversed every other round; the first round is
@@ -92,7 +93,8 @@ def step_row(cell: str, steps: int, rounds: int, torch_mod) -> Dict[str, object]
             ref.weight_hh_l0.copy_(torch.from_numpy(w["w_hh"]))
             ref.bias_ih_l0.copy_(torch.from_numpy(w["b_ih"]))
             ref.bias_hh_l0.copy_(torch.from_numpy(w["b_hh"]))
-        qref = torch.ao.quantization.quantize_dynamic(ref, {type(ref)}, dtype=torch.qint8)
+        # quantize_dynamic swaps the children of the module it is given: hand it a container
+        qref = torch.ao.quantization.quantize_dynamic(torch.nn.ModuleList([ref]), {type(ref)}, dtype=torch.qint8)[0]
         xt = torch.from_numpy(xs)  # [steps, 1, C]: one step is xt[t:t+1] (T = 1)
 
         for name, mod in (("torch float32", ref), ("torch quantize_dynamic int8", qref)):
@@ -118,7 +120,7 @@ def step_row(cell: str, steps: int, rounds: int, torch_mod) -> Dict[str, object]
     return {"times": res, "max_abs_err": err}
 
 
-def run_row(rounds: int) -> Dict[str, object]:
+def run_row(rounds: int, torch_mod) -> Dict[str, object]:
     rng = np.random.default_rng(1)
     T, N, C, H = 100, 64, 256, 256
     w = {"w_ih": rng.uniform(-0.1, 0.1, (4 * H, C)).astype(np.float32),
@@ -127,6 +129,23 @@ def run_row(rounds: int) -> Dict[str, object]:
     x = rng.standard_normal((T, N, C)).astype(np.float32)
     streams = {p: streaming.LSTMStream(**w, batch_size=N, precision=p) for p in streaming.PRECISIONS}
     variants = {f"rnnkit {p}": (lambda n, s=s: [s.run(x) for _ in range(n)]) for p, s in streams.items()}
+    if torch_mod is not None:
+        torch = torch_mod
+        ref = torch.nn.LSTM(C, H)
+        with torch.no_grad():
+            ref.weight_ih_l0.copy_(torch.from_numpy(w["w_ih"]))
+            ref.weight_hh_l0.copy_(torch.from_numpy(w["w_hh"]))
+            ref.bias_ih_l0.zero_()
+            ref.bias_hh_l0.zero_()
+        qref = torch.ao.quantization.quantize_dynamic(torch.nn.ModuleList([ref]), {torch.nn.LSTM}, dtype=torch.qint8)[0]
+        xt = torch.from_numpy(x)
+
+        for name, mod in (("torch float32", ref), ("torch quantize_dynamic int8", qref)):
+            def run_t(n: int, mod=mod) -> None:
+                with torch.inference_mode():
+                    for _ in range(n):
+                        mod(xt)
+            variants[name] = run_t
     times = timed_blocks(variants, 5, rounds)
     print(f"LSTM chunk ({T}, {N}, {C}, {H}): min / median / max ms per chunk")
     return {"times": summarize(times, 1e3, "ms/chunk")}
@@ -150,7 +169,7 @@ def main() -> None:
     print(f"{platform.machine()}, {a.threads} thread(s), avx512_bf16={'avx512_bf16' in flags}, "
           f"avx512_vnni={'avx512_vnni' in flags}, load average {os.getloadavg()[0]:.2f}")
     out = {"threads": a.threads, "lstm_step": step_row("lstm", a.steps, a.blocks, torch),
-           "gru_step": step_row("gru", a.steps, a.blocks, torch), "lstm_run": run_row(a.blocks),
+           "gru_step": step_row("gru", a.steps, a.blocks, torch), "lstm_run": run_row(a.blocks, torch),
            "loadavg_end": os.getloadavg()}
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if a.json:
