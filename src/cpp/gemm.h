@@ -286,56 +286,86 @@ inline Index rows_block(Index rows, Index K, const float* A, Index lda, const E*
 //   c_j = s_a s_j (Σ_k u_k q_kj - 128 Σ_k q_kj)     (colsum_j = Σ_k q_kj, kept with the panel).
 // u: [MR, Kp] bytes (Kp = K rounded up to 4, the padding u = 128 against zero weights),
 // sa: [MR] the rows' scales.
-template <int MR>
+// NP panels side by side (P + q * pstride, their scales and column sums at q * kNR): with few
+// rows, more independent accumulators keep vpdpbusd's latency hidden. Only the last panel may be
+// partial (ncols_last columns).
+template <int MR, int NP>
 inline void vnni_kernel(Index groups, const uint8_t* u, Index ldu, const float* sa, const int8_t* P,
-                        const float* scale, const int32_t* colsum, float* C, Index ldc, bool acc,
-                        Index n, const float* bias) {
-  __m512i c[MR][2];
+                        Index pstride, const float* scale, const int32_t* colsum, float* C,
+                        Index ldc, bool acc, Index ncols_last, const float* bias) {
+  __m512i c[MR][NP][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm512_setzero_si512();
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) c[r][q][0] = c[r][q][1] = _mm512_setzero_si512();
   for (Index g = 0; g < groups; ++g) {
-    const __m512i b0 = _mm512_loadu_si512(P + g * 4 * kNR);
-    const __m512i b1 = _mm512_loadu_si512(P + g * 4 * kNR + 64);
+    __m512i b[NP][2];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) {
+      b[q][0] = _mm512_loadu_si512(P + q * pstride + g * 4 * kNR);
+      b[q][1] = _mm512_loadu_si512(P + q * pstride + g * 4 * kNR + 64);
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       // c[r][j] += Σ_{i<4} u[r][4g+i] q[4g+i][j]
       int32_t a4;
       std::memcpy(&a4, u + r * ldu + 4 * g, 4);
       const __m512i a = _mm512_set1_epi32(a4);
-      c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
-      c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+#pragma GCC unroll 4
+      for (int q = 0; q < NP; ++q) {
+        c[r][q][0] = _mm512_dpbusd_epi32(c[r][q][0], a, b[q][0]);
+        c[r][q][1] = _mm512_dpbusd_epi32(c[r][q][1], a, b[q][1]);
+      }
     }
   }
-  const __m512i cs0 = _mm512_loadu_si512(colsum), cs1 = _mm512_loadu_si512(colsum + 16);
-  const Vec s0 = vload_n(scale, n), s1 = vload_n(scale + kW, n - kW);
-  const Vec b0 = bias ? vload_n(bias, n) : vzero(), b1 = bias ? vload_n(bias + kW, n - kW) : vzero();
+#pragma GCC unroll 4
+  for (int q = 0; q < NP; ++q) {
+    const Index n = q == NP - 1 ? ncols_last : kNR, o = q * kNR;
+    const __m512i cs0 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + o), 7);
+    const __m512i cs1 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + o + 16), 7);
+    const Vec s0 = vload_n(scale + o, n), s1 = vload_n(scale + o + kW, n - kW);
+    const Vec b0 = bias ? vload_n(bias + o, n) : vzero();
+    const Vec b1 = bias ? vload_n(bias + o + kW, n - kW) : vzero();
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    // c = s_a s_j (acc - 128 colsum_j) + bias
-    const Vec sr = _mm512_set1_ps(sa[r]);
-    Vec v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][0], _mm512_slli_epi32(cs0, 7)));
-    Vec v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][1], _mm512_slli_epi32(cs1, 7)));
-    v0 = vfma(vmul(v0, s0), sr, b0);
-    v1 = vfma(vmul(v1, s1), sr, b1);
-    float* cp = C + r * ldc;
-    if (acc) {
-      v0 = vadd(v0, vload_n(cp, n));
-      v1 = vadd(v1, vload_n(cp + kW, n - kW));
+    for (int r = 0; r < MR; ++r) {
+      // c = s_a s_j (acc - 128 colsum_j) + bias
+      const Vec sr = _mm512_set1_ps(sa[r]);
+      Vec v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][q][0], cs0));
+      Vec v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][q][1], cs1));
+      v0 = vfma(vmul(v0, s0), sr, b0);
+      v1 = vfma(vmul(v1, s1), sr, b1);
+      float* cp = C + r * ldc + o;
+      if (acc) {
+        v0 = vadd(v0, vload_n(cp, n));
+        v1 = vadd(v1, vload_n(cp + kW, n - kW));
+      }
+      vstore_n(cp, v0, n);
+      vstore_n(cp + kW, v1, n - kW);
     }
-    vstore_n(cp, v0, n);
-    vstore_n(cp + kW, v1, n - kW);
   }
 }
 
+// `rows` (1..MR) rows against panels [p, p + panels_left): the widest kernel that fits; returns
+// the number of panels done.
 template <int MR>
-inline void vnni_rows(Index rows, Index groups, const uint8_t* u, Index ldu, const float* sa,
-                      const int8_t* P, const float* scale, const int32_t* colsum, float* C,
-                      Index ldc, bool acc, Index n, const float* bias) {
+inline Index vnni_rows(Index rows, Index groups, const uint8_t* u, Index ldu, const float* sa,
+                       const int8_t* P, Index pstride, Index panels_left, const float* scale,
+                       const int32_t* colsum, float* C, Index ldc, bool acc, Index ncols_last,
+                       const float* bias) {
   if constexpr (MR > 1) {
     if (rows != MR)
-      return vnni_rows<MR - 1>(rows, groups, u, ldu, sa, P, scale, colsum, C, ldc, acc, n, bias);
+      return vnni_rows<MR - 1>(rows, groups, u, ldu, sa, P, pstride, panels_left, scale, colsum, C,
+                               ldc, acc, ncols_last, bias);
   }
-  vnni_kernel<MR>(groups, u, ldu, sa, P, scale, colsum, C, ldc, acc, n, bias);
+  constexpr int NP = MR == 1 ? 4 : MR == 2 ? 2 : 1;
+  if (NP > 1 && panels_left >= NP) {
+    vnni_kernel<MR, NP>(groups, u, ldu, sa, P, pstride, scale, colsum, C, ldc, acc,
+                        panels_left == NP ? ncols_last : kNR, bias);
+    return NP;
+  }
+  vnni_kernel<MR, 1>(groups, u, ldu, sa, P, pstride, scale, colsum, C, ldc, acc,
+                     panels_left == 1 ? ncols_last : kNR, bias);
+  return 1;
 }
 #endif
 
@@ -508,12 +538,12 @@ class PackedB<float> {
           ur[k] = uint8_t(int(std::nearbyint(std::max(-127.0f, std::min(127.0f, a[k] * inv)))) + 128);
         for (Index k = K_; k < Kp; ++k) ur[k] = 128;
       }
-      for (Index p = 0; p < panels; ++p) {
-        const Index n = std::min(kNR, cols_ - p * kNR);
-        vnni_rows<kRows>(rows, groups, u.data(), Kp, sa, int8_.data() + p * vnni_pstride(),
-                         scales_.data() + p * kNR, colsum_.data() + p * kNR, C + i0 * ldc + p * kNR,
-                         ldc, accumulate, n, bias ? bias + p * kNR : nullptr);
-      }
+      const Index ncols_last = cols_ - (panels - 1) * kNR;
+      for (Index p = 0; p < panels;)
+        p += vnni_rows<kRows>(rows, groups, u.data(), Kp, sa, int8_.data() + p * vnni_pstride(),
+                              vnni_pstride(), panels - p, scales_.data() + p * kNR,
+                              colsum_.data() + p * kNR, C + i0 * ldc + p * kNR, ldc, accumulate,
+                              ncols_last, bias ? bias + p * kNR : nullptr);
     }
   }
 #endif
