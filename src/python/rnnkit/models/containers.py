@@ -111,6 +111,19 @@ class FeedForwardNetwork(LayerCollection):
 
         return ModelStream.from_model(self, batch_size, precision)
 
+    def quantize(self, precision: str = "int8", batch_size: int = 32) -> Any:
+        """An inference-only copy with the recurrent weights in ``precision`` ('int8' or
+        'bfloat16'), running batches of ``batch_size`` rows: see
+        :class:`rnnkit.models.quantized.QuantizedModel` (``predict`` only).
+
+        Shapes
+        ------
+        ``predict``: x [N, T, C] -> [N, T, F] (sequence outputs) or [N, F]
+        """
+        from rnnkit.models.quantized import QuantizedModel
+
+        return QuantizedModel(self, precision, batch_size)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} layers={[layer.name for layer in self.layers]}>"
 

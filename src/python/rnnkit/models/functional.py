@@ -160,6 +160,19 @@ class Model(LayerCollection):
 
         return ModelStream.from_model(self, batch_size, precision)
 
+    def quantize(self, precision: str = "int8", batch_size: int = 32) -> Any:
+        """An inference-only copy with the recurrent weights in ``precision`` ('int8' or
+        'bfloat16'), running batches of ``batch_size`` rows: see
+        :class:`rnnkit.models.quantized.QuantizedModel` (``predict`` only).
+
+        Shapes
+        ------
+        ``predict``: x [N, T, C] -> [N, T, F] (sequence outputs) or [N, F]
+        """
+        from rnnkit.models.quantized import QuantizedModel
+
+        return QuantizedModel(self, precision, batch_size)
+
     def all_layers(self) -> List[Layer]:
         """Every layer, the wrapped ones (Bidirectional's, TimeDistributed's) included."""
         out: List[Layer] = []
