@@ -586,16 +586,23 @@ namespace rnnkit {
 // Runs the threads of a time loop under its LoopPlan (core.h), each with its share of every step
 // and its packed recurrent weights. The step's product is [N, K] x [K, cols]; pack(B, c0, c1)
 // packs the columns [c0, c1) of its right side into B, once per call, on the thread that uses
-// them. With `prepacked` (a long-lived caller's whole matrix, packed already) nothing is packed
-// and one thread runs.
+// them. With `prepacked` (a long-lived caller's whole matrix, packed already: a stream's) nothing
+// is packed; the threads then share it read-only and split the batch rows (no barrier) when the
+// rows plan's thresholds hold (tuning.h), else one thread runs (a batch-1 step always).
 //   body(const StepShare& s, const PackedB<T>& Wk) runs on every thread; at the top of every step
 //   it calls s.poll(), and after the step's first s.sync() leaves the loop if s.should_stop().
 // Returns false when the loop stopped early (a pending interrupt), true when it completed.
 template <typename T, typename Pack, typename Body>
 bool run_time_loop(Index steps, Index N, Index K, Index cols, const PackedB<T>* prepacked,
                    Pack&& pack, Body&& body) {
-  ThreadLease lease(prepacked ? 1 : num_threads());
-  const LoopPlan plan = prepacked ? LoopPlan{} : loop_plan(lease.count(), steps, N, K, cols);
+  int want = num_threads();
+  if (prepacked && !(want > 1 && N >= tuning::kRowsPlanMinRows * want &&
+                     double(steps) * 2.0 * double(N) * double(K) * double(cols) >=
+                         double(tuning::kRowsPlanMinFlops)))
+    want = 1;
+  ThreadLease lease(want);
+  const LoopPlan plan = prepacked ? (lease.count() > 1 ? LoopPlan{lease.count(), true} : LoopPlan{})
+                                  : loop_plan(lease.count(), steps, N, K, cols);
   StopSignal stop;
   stop.interruptible = interruptible_here();
   // one slice per thread, reserved before the region so that nothing allocates inside it
@@ -681,7 +688,17 @@ inline bool input_projection(const Dims& d, Index GH, const T* x, const T* w_ih,
                         [&](Index r0, Index r1) {
     // out[r0:r1] = x[r0:r1] · w_ih^T + b
     if (packed) {
-      packed->multiply(r1 - r0, x + r0 * d.C, d.C, out + r0 * GH, GH, false, false, bias);
+      // a stream's packed weight, shared read-only: the rows split over the threads when the
+      // product is large enough (tuning.h), else one thread
+      const double flops = 2.0 * double(r1 - r0) * double(d.C) * double(GH);
+      ThreadLease lease(flops < tuning::kGemmParallelMinFlops ? 1 : num_threads());
+      run_team(lease.count(), [&](int tid, int team) {
+        DenormalGuard thread_ftz;
+        const Range r = split(r1 - r0, tid, team, 1);
+        if (r.size())
+          packed->multiply(r.size(), x + (r0 + r.begin) * d.C, d.C, out + (r0 + r.begin) * GH, GH,
+                           false, false, bias);
+      });
       return;
     }
     gemm_parallel<T>(
