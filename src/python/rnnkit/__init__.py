@@ -6,10 +6,15 @@ or :mod:`rnnkit.nn` (PyTorch style).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Dict
 
-from rnnkit import _core
-from rnnkit._checks import check_positive_int
+from rnnkit._openmp import set_spin_before_load
+
+# the compiled kernels; OpenMP's idle workers spin briefly (see rnnkit._openmp)
+_core = set_spin_before_load(lambda: importlib.import_module("rnnkit._core"))
+
+from rnnkit._checks import check_positive_int  # noqa: E402
 
 def _version() -> str:
     """The installed distribution's version (pyproject.toml is the one source)."""
