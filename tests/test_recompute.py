@@ -193,3 +193,27 @@ def test_memory_grows_as_sqrt_t():
     # full: y, the h and c states, 4 gates, then dgates and dx: ~12 T N H doubles (~37 MB);
     # checkpointed: y and dx plus one segment's work: ~2 T N H + O(sqrt(T) N H)
     assert ckpt < 0.3 * full, (ckpt, full)
+
+
+def test_exports_leave_recompute_out(tmp_path):
+    """recompute changes how training keeps its caches, never an output: ONNX and .keras files
+    are written without it."""
+    np.random.seed(7)
+    model = Sequential([LSTM(8, input_shape=(5, 3), recompute="sqrt"), Dense(2)])
+    x = np.random.default_rng(8).random((4, 5, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from rnnkit import onnx as rnnkit_onnx
+
+    rnnkit_onnx.export(model, str(tmp_path / "m.onnx"))
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    pytest.importorskip("h5py")
+    model.save(str(tmp_path / "m.keras"))
+    from rnnkit.models import load_model
+
+    back = load_model(str(tmp_path / "m.keras"))
+    assert back.layers[0].recompute is None
+    np.testing.assert_allclose(back.predict(x, verbose=0), want, atol=1e-6)

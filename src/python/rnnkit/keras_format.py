@@ -207,6 +207,11 @@ _RNNKIT_ONLY_OPTIONS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# rnnkit layer options that change how training runs (memory, time), never a result: a .keras
+# file leaves them out.
+_TRAINING_ONLY_OPTIONS = frozenset({"recompute"})
+
+
 def is_keras_archive_name(filepath: Any) -> bool:
     """Whether ``filepath`` names a Keras 3 archive (ends in ``.keras``, any case)."""
     try:
@@ -1466,8 +1471,8 @@ class _Writer:
             if key in ("name", "trainable", "dtype", "input_shape"):
                 continue
             if key not in allowed:
-                if value in (None, False, 0, 0.0):
-                    continue  # an rnnkit option that is off
+                if value in (None, False, 0, 0.0) or key in _TRAINING_ONLY_OPTIONS:
+                    continue  # an rnnkit option that is off, or changes how training runs only
                 raise ValueError(f"{where}: option {key}={_fmt(value)} has no Keras equivalent; a .keras file "
                                  "cannot hold it")
             if key in ("layer", "backward_layer"):

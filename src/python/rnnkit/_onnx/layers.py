@@ -34,7 +34,8 @@ _BASE_KEYS = {"name", "dtype", "trainable", "input_shape"}
 _RNN_KEYS = {"units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
              "bias_initializer", "dropout", "recurrent_dropout", "seed", "return_sequences", "return_state",
              "go_backwards", "stateful", "unroll", "zero_output_for_mask", "recurrent_activation",
-             "unit_forget_bias", "zoneout", "zoneout_cell", "reset_after"}
+             "unit_forget_bias", "zoneout", "zoneout_cell", "reset_after",
+             "recompute"}  # recompute: how training keeps its caches, nothing the graph computes
 
 
 class Emitted:
