@@ -178,3 +178,19 @@ def test_float64_weights_stay_float64():
     w = {k: v.astype(np.float64) for k, v in _weights(np.random.default_rng(4), 4, 2, 4).items()}
     with pytest.raises(ValueError, match="precision.*float32"):
         streaming.LSTMStream(**w, precision="int8")
+
+
+@pytest.mark.parametrize("layer_cls", [LSTM, GRU])
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_layernorm_and_zoneout_streams(layer_cls, precision):
+    """The LayerNorm cells and zoneout's inference form run their products through the same
+    packed weights: close to their float32 streams."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((12, 2, 5)).astype(np.float32)
+    for kw in ({"layer_norm": True}, {"zoneout": 0.3}):
+        np.random.seed(4)
+        layer = layer_cls(16, input_shape=(None, 5), **kw)
+        layer.build((None, None, 5))
+        ref = layer.stream(batch_size=2).run(x)
+        got = layer.stream(batch_size=2, precision=precision).run(x)
+        assert np.abs(got - ref).max() < 0.06, (kw, np.abs(got - ref).max())
