@@ -37,8 +37,14 @@ constexpr Index kColumnsPlanSmallStepFlops = Index(1) << 18;
 constexpr Index kColumnAlign = 16;
 
 // ---- large GEMMs (gemm_parallel, gemm.h) --------------------------------------------------------
-// Below ~0.2 ms of work one thread wins: waking idle workers costs tens of microseconds.
-constexpr double kGemmParallelMinFlops = 3e7;
+// Below ~0.1 ms of work one thread wins: waking idle workers costs tens of microseconds.
+// Lowered from 3e7 (AMD EPYC Zen 4, 2 threads, bench/ab_builds.py, ratio of medians over
+// alternating processes, above 1: 1e7 faster): the seed model's backward products (dx and dW_ih
+// of 26 MFLOP) now split, LSTM train (50, 32, 32, 64) 1.58x, (50, 32, 64, 32) 1.48x, RNN train
+// (50, 32, 128, 128) 1.13x, GRU train (200, 16, 64, 128) 0.91x then 1.10x (noise), GRU forward
+// there 1.00x, the seed model's fit epoch 1.10x; 1 thread 1.02x (unchanged). Not yet measured
+// on the Xeon.
+constexpr double kGemmParallelMinFlops = 1e7;
 // Threads split a product's columns when each gets >= this many, else its rows.
 constexpr Index kGemmMinColsPerThread = 64;
 // Bias-gradient column sums go parallel from this many entries (2M: ~1 ms on one thread).
