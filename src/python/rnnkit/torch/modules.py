@@ -304,7 +304,34 @@ class LSTM(_Bridge, torch.nn.LSTM):
         return output, (h_n, c_n)
 
 
-class GRU(_Bridge, torch.nn.GRU):
+class _OneState(_Bridge):
+    """The forward of the cells with one state (GRU, RNN): ``output, h_n``."""
+
+    def forward(self, input: Union[Tensor, PackedSequence],  # type: ignore[override]
+                hx: Optional[Tensor] = None) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
+        """Runs the network (GRU or RNN: one state, h) over ``input``.
+
+        Parameters
+        ----------
+        input
+            A tensor or a ``PackedSequence`` (see Shapes).
+        hx
+            ``h_0`` or None (zeros).
+
+        Returns
+        -------
+        output, h_n
+
+        Shapes
+        ------
+        input: [T, N, C] / [N, T, C] (batch_first) / [T, C] / PackedSequence, h_0: [D*num_layers, N, H]
+        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H] / PackedSequence, h_n: like h_0
+        """
+        output, (h_n,) = self._rnnkit_run(input, hx)
+        return output, h_n
+
+
+class GRU(_OneState, torch.nn.GRU):
     __doc__ = r"""``torch.nn.GRU`` whose forward and backward run on rnnkit's kernels.
 
     A subclass of :class:`torch.nn.GRU` with the same constructor, parameters, ``state_dict``,
@@ -329,31 +356,8 @@ class GRU(_Bridge, torch.nn.GRU):
     _rnnkit_cell = "gru"
     _rnnkit_kind = "GRU"
 
-    def forward(self, input: Union[Tensor, PackedSequence],  # type: ignore[override]
-                hx: Optional[Tensor] = None) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
-        """Runs the GRU over ``input``.
 
-        Parameters
-        ----------
-        input
-            A tensor or a ``PackedSequence`` (see Shapes).
-        hx
-            ``h_0`` or None (zeros).
-
-        Returns
-        -------
-        output, h_n
-
-        Shapes
-        ------
-        input: [T, N, C] / [N, T, C] (batch_first) / [T, C] / PackedSequence, h_0: [D*num_layers, N, H]
-        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H] / PackedSequence, h_n: like h_0
-        """
-        output, (h_n,) = self._rnnkit_run(input, hx)
-        return output, h_n
-
-
-class RNN(_Bridge, torch.nn.RNN):
+class RNN(_OneState, torch.nn.RNN):
     __doc__ = r"""``torch.nn.RNN`` (Elman, ``tanh`` or ``relu``) whose forward and backward run on
     rnnkit's kernels.
 
@@ -377,29 +381,6 @@ class RNN(_Bridge, torch.nn.RNN):
 
     _rnnkit_cell = "rnn"
     _rnnkit_kind = "RNN"
-
-    def forward(self, input: Union[Tensor, PackedSequence],  # type: ignore[override]
-                hx: Optional[Tensor] = None) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
-        """Runs the RNN over ``input``.
-
-        Parameters
-        ----------
-        input
-            A tensor or a ``PackedSequence`` (see Shapes).
-        hx
-            ``h_0`` or None (zeros).
-
-        Returns
-        -------
-        output, h_n
-
-        Shapes
-        ------
-        input: [T, N, C] / [N, T, C] (batch_first) / [T, C] / PackedSequence, h_0: [D*num_layers, N, H]
-        -> output: [T, N, D*H] / [N, T, D*H] / [T, D*H] / PackedSequence, h_n: like h_0
-        """
-        output, (h_n,) = self._rnnkit_run(input, hx)
-        return output, h_n
 
 
 for _cls in (LSTM, GRU, RNN):
