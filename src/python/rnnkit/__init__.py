@@ -56,7 +56,9 @@ def get_num_threads() -> int:
 
 def build_info() -> Dict[str, Any]:
     """Describes the compiled kernels: ``simd`` (e.g. ``'AVX2+FMA'``), ``eigen_simd``,
-    ``openmp`` (bool), ``num_threads`` and ``eigen_version``."""
+    ``int8_kernel`` (``'vnni'``: int8 streams quantize each row and multiply with AVX512-VNNI;
+    ``'widen'``: their weights are widened to float), ``openmp`` (bool), ``num_threads`` and
+    ``eigen_version``."""
     return dict(_core.build_info())
 
 
