@@ -228,43 +228,8 @@ _STEP_DOC = r"""
     through time over a loop of cells (see :mod:`rnnkit.nn.cells`)."""
 
 
-class RNNCell(_CellBase):
-    __doc__ = r"""An Elman RNN cell, as ``torch.nn.RNNCell``:
-
-    .. math::
-        h' = \tanh(x W_{ih}^T + b_{ih} + h W_{hh}^T + b_{hh})
-
-    (:math:`\mathrm{ReLU}` instead of :math:`\tanh` with ``nonlinearity='relu'``).
-    {_PARAMS_DOC}
-    nonlinearity
-        ``'tanh'`` (default) or ``'relu'``.
-
-    Attributes
-    ----------
-    weight_ih
-        ``[H, C]``.
-    weight_hh
-        ``[H, H]``.
-    bias_ih, bias_hh
-        ``[H]``.
-
-    Every parameter starts from :math:`\mathcal{U}(-k, k)`, :math:`k = 1/\sqrt{H}`.
-    {_STEP_DOC}
-
-    Shapes
-    ------
-    input: [N, C] or [C], hx: [N, H] or [H] (None = zeros) -> h': [N, H] or [H];
-    backward(d_h: like h') -> (dx: like input, dhx: like h')
-    """
-
-    _gates, _n_states = 1, 1
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
-                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+class _OneStateCell(_CellBase):
+    """forward/backward of the cells with one state, h (RNNCell, GRUCell)."""
 
     def forward(self, input: Any, hx: Any = None) -> Array:
         """One step: the new hidden state; keeps what :meth:`backward` needs.
@@ -305,6 +270,45 @@ class RNNCell(_CellBase):
         """
         dx, (dhx,) = self._backward(d_h, None, step)
         return dx, dhx
+
+
+class RNNCell(_OneStateCell):
+    __doc__ = r"""An Elman RNN cell, as ``torch.nn.RNNCell``:
+
+    .. math::
+        h' = \tanh(x W_{ih}^T + b_{ih} + h W_{hh}^T + b_{hh})
+
+    (:math:`\mathrm{ReLU}` instead of :math:`\tanh` with ``nonlinearity='relu'``).
+    {_PARAMS_DOC}
+    nonlinearity
+        ``'tanh'`` (default) or ``'relu'``.
+
+    Attributes
+    ----------
+    weight_ih
+        ``[H, C]``.
+    weight_hh
+        ``[H, H]``.
+    bias_ih, bias_hh
+        ``[H]``.
+
+    Every parameter starts from :math:`\mathcal{U}(-k, k)`, :math:`k = 1/\sqrt{H}`.
+    {_STEP_DOC}
+
+    Shapes
+    ------
+    input: [N, C] or [C], hx: [N, H] or [H] (None = zeros) -> h': [N, H] or [H];
+    backward(d_h: like h') -> (dx: like input, dhx: like h')
+    """
+
+    _gates, _n_states = 1, 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
+                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, dtype, seed)
 
 
 class LSTMCell(_CellBase):
@@ -395,7 +399,7 @@ class LSTMCell(_CellBase):
         return dx, (dh, dc)
 
 
-class GRUCell(_CellBase):
+class GRUCell(_OneStateCell):
     __doc__ = r"""A gated recurrent unit cell, as ``torch.nn.GRUCell`` (gate order in the
     weights: **r, z, n**):
 
@@ -431,46 +435,6 @@ class GRUCell(_CellBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
                  dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
         super().__init__(input_size, hidden_size, bias, dtype, seed)
-
-    def forward(self, input: Any, hx: Any = None) -> Array:
-        """One step: the new hidden state; keeps what :meth:`backward` needs.
-
-        Parameters
-        ----------
-        input
-            ``x`` of this step.
-        hx
-            The previous hidden state, or None for zeros.
-
-        Shapes
-        ------
-        input: [N, C] / [C], hx: [N, H] / [H] -> h': [N, H] / [H]
-        """
-        (h,), _ = self._step(input, (hx,))
-        return h
-
-    def backward(self, d_h: Any, *, step: Optional[CellStep] = None) -> Tuple[Array, Array]:
-        """Backpropagates one step; accumulates (``+=``) every parameter's ``.grad``.
-
-        Parameters
-        ----------
-        d_h
-            Gradient of the loss w.r.t. the step's output ``h'``.
-        step
-            The :class:`CellStep` to go through (default: the calling thread's last forward).
-
-        Returns
-        -------
-        dx, dhx
-            Gradients w.r.t. the step's input and previous hidden state (the forward's ``hx``,
-            also when it was omitted).
-
-        Shapes
-        ------
-        d_h: [N, H] / [H] -> dx: [N, C] / [C], dhx: [N, H] / [H]
-        """
-        dx, (dhx,) = self._backward(d_h, None, step)
-        return dx, dhx
 
 
 for _cls in (RNNCell, LSTMCell, GRUCell):
