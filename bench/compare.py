@@ -10,21 +10,27 @@ Sections (``--only`` picks a subset, comma separated):
 
 - ``lstm``, ``gru``, ``rnn``: whole-sequence forward (``fwd``) and training step (``train`` =
   forward + backward giving input and weight gradients) over a (T, N, C, H) grid, at every thread
-  count, against ``torch.nn.LSTM/GRU/RNN``. NumPy's float32 matmul measured in the same run gives
+  count, against ``torch.nn.LSTM/GRU/RNN`` and (forward, when ``onnxruntime`` is installed) one
+  ONNX ``LSTM``/``GRU``/``RNN`` node in ONNX Runtime with its default thread pool. NumPy's float32 matmul measured in the same run gives
   the sgemm ceiling used for the ``%sgemm`` column.
 - ``stream``: per-step latency at batch 1 of ``rnnkit.streaming`` (``.step`` and ``.run`` over a
   chunk) against ``torch.nn.LSTMCell/GRUCell`` called step by step (and ``nn.LSTM/GRU`` over the
   same chunk, for reference), 1 thread.
 - ``fit``: seconds per epoch of the seed Keras-style model in ``rnnkit.models.Sequential``,
-  the same model as a plain PyTorch loop, and Keras 3 with ``KERAS_BACKEND=torch``.
+  the same model as a plain PyTorch loop, Keras 3 with ``KERAS_BACKEND=torch``, and Keras 3 on
+  JAX (when ``jax`` is installed; in a child process pinned to the same number of CPUs, driven
+  epoch by epoch over a pipe so that it interleaves with the others).
 - ``memory``: peak RSS increase of one LSTM training step at (100, 64, 512, 512), each library in
   a fresh subprocess.
 - ``denormal``: LSTM forward at (100, 64, 256, 256) with ~1e-30 inputs and tiny weights (so the
   kernels meet subnormal numbers) against ordinary inputs.
 
-Every timed comparison alternates the libraries sample by sample (A, B, A, B, ...) after a
-warm-up, so a noisy stretch of the machine hits both; the reported numbers are medians, with the
-min-max range next to them. Inputs, weights and output gradients are created before the timed
+Every timed comparison alternates the libraries (A, B, A, B, ...) after a warm-up, so a noisy
+stretch of the machine hits both; the reported numbers are medians, with the min-max range next
+to them. The grid alternates in blocks of about 30 ms: each library first makes one untimed call
+(which absorbs the previous library's still-spinning thread pool), then its timed calls, whose
+median is one sample. Libraries' pools spin for a while after a call (libgomp, ONNX Runtime), and
+without the untimed call that spinning would be charged to whoever runs next. Inputs, weights and output gradients are created before the timed
 region. Parts that need an API that is not there (``rnnkit.streaming``, ``rnnkit.models``, Keras)
 are skipped with a printed note.
 """
@@ -32,8 +38,12 @@ from __future__ import annotations
 
 import os
 
-# Keras picks its backend when it is first imported: make it torch before anything can import it.
-os.environ["KERAS_BACKEND"] = "torch"
+import sys
+
+# Keras picks its backend when it is first imported: make it torch before anything can import it
+# (the Keras-on-JAX worker, a child of this script, keeps the jax its parent set).
+if "--_keras-jax-worker" not in sys.argv:
+    os.environ["KERAS_BACKEND"] = "torch"
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
@@ -45,7 +55,6 @@ import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -87,25 +96,47 @@ class Participant:
     before: Optional[Callable[[], Any]] = None
 
 
-def interleaved(parts: Sequence[Participant], samples: int, warmup: int) -> Dict[str, List[float]]:
+def interleaved(parts: Sequence[Participant], samples: int, warmup: int,
+                block_seconds: float = 0.0) -> Dict[str, List[float]]:
     """Times every participant ``samples`` times, alternating A, B, A, B, ... after ``warmup``
     untimed rounds. Returns seconds per call, by name. The garbage collector is run between calls
-    and kept off inside the timed regions."""
+    and kept off inside the timed regions.
+
+    With ``block_seconds > 0`` the participants alternate in blocks: in every round each one
+    first makes one untimed call (it absorbs the previous participant's thread pool, which may
+    still be spinning, and refills the caches), then ``k`` timed calls in a row, ``k`` chosen
+    from the last warm-up call so that a block lasts about ``block_seconds`` (1 to 25 calls).
+    The sample is the block's median call. A library whose idle workers spin after a call thus
+    never charges that spinning to the next library's timed calls."""
     out: Dict[str, List[float]] = {p.name: [] for p in parts}
+    calls: Dict[str, int] = {p.name: 1 for p in parts}
     gc_was_enabled = gc.isenabled()
+
+    def timed(p: Participant) -> float:
+        if p.before is not None:
+            p.before()
+        gc.collect()
+        gc.disable()
+        t0 = time.perf_counter()
+        p.fn()
+        t1 = time.perf_counter()
+        gc.enable()
+        return t1 - t0
+
     try:
-        for rnd in range(warmup + samples):
+        for rnd in range(max(warmup, 1 if block_seconds > 0 else 0) + samples):
+            warm = rnd < max(warmup, 1 if block_seconds > 0 else 0)
             for p in parts:
-                if p.before is not None:
-                    p.before()
-                gc.collect()
-                gc.disable()
-                t0 = time.perf_counter()
-                p.fn()
-                t1 = time.perf_counter()
-                gc.enable()
-                if rnd >= warmup:
-                    out[p.name].append(t1 - t0)
+                if block_seconds <= 0:
+                    dt = timed(p)
+                    if not warm:
+                        out[p.name].append(dt)
+                    continue
+                settle = timed(p)  # untimed: absorbs the neighbour's spinning pool
+                if warm:
+                    calls[p.name] = int(min(25, max(1, np.ceil(block_seconds / max(settle, 1e-6)))))
+                    continue
+                out[p.name].append(float(np.median([timed(p) for _ in range(calls[p.name])])))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -346,9 +377,48 @@ def forward_flops(T: int, N: int, C: int, H: int, G: int) -> float:
     return 2.0 * T * N * (C + H) * G * H
 
 
+# Blocks of about this long per participant and round in the grid (see ``interleaved``).
+GRID_BLOCK_SECONDS = 0.03
+
+
+def ort_rnn_session(cell: str, shape: Tuple[int, int, int, int], w: Dict[str, np.ndarray],
+                    threads: int, notes: List[str]) -> Optional[Any]:
+    """An ONNX Runtime session of one ONNX ``LSTM``/``GRU``/``RNN`` node holding the weights ``w``
+    (GRU with ``linear_before_reset=1``, PyTorch's form), input X: [T, N, C] -> Y: [T, 1, N, H];
+    ``threads`` intra-op threads, ORT's default (spinning) pool. None when onnxruntime is absent."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-not-found]
+        from onnx import TensorProto, helper, numpy_helper  # type: ignore[import-not-found]
+    except ImportError as e:
+        notes.append(f"grid: onnxruntime/onnx not importable ({e}); ONNX Runtime column skipped")
+        return None
+    from rnnkit._layouts import stack_onnx  # the one gate-order table
+
+    T, N, C, H = shape
+    st = stack_onnx(cell, [w])
+    attrs: Dict[str, Any] = {"hidden_size": H}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    node = helper.make_node({"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell], ["X", "W", "R", "B"], ["Y"], **attrs)
+    graph = helper.make_graph(
+        [node], "rnn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, N, C])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(st[k]), k) for k in ("W", "R", "B")])
+    opsets = [helper.make_opsetid("", 14)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def bench_grid_case(rk: Any, torch: Any, cell: str, mode: str, shape: Tuple[int, int, int, int],
-                    samples: int, warmup: int) -> Dict[str, Any]:
-    """One (cell, mode, shape) comparison at the current thread count."""
+                    samples: int, warmup: int, threads: int = 1,
+                    notes: Optional[List[str]] = None) -> Dict[str, Any]:
+    """One (cell, mode, shape) comparison at the current thread count: rnnkit against torch.nn,
+    and in ``fwd`` mode against ONNX Runtime too (when installed), in blocks (``interleaved``)."""
     F = rk.functional
     T, N, C, H = shape
     G = GATES[cell]
@@ -365,6 +435,7 @@ def bench_grid_case(rk: Any, torch: Any, cell: str, mode: str, shape: Tuple[int,
     hx: Any = (torch.zeros(1, N, H), torch.zeros(1, N, H)) if cell == "lstm" else torch.zeros(1, N, H)
     params = list(mod.parameters())
 
+    sess = None
     if mode == "fwd":
         def rk_fn() -> None:
             rnnkit_forward(F, cell, x, h0, c0, w)
@@ -379,6 +450,14 @@ def bench_grid_case(rk: Any, torch: Any, cell: str, mode: str, shape: Tuple[int,
         with torch.no_grad():
             y_th = mod(xt, hx)[0].numpy()
         err = rel_err(y_rk, y_th)
+        sess = ort_rnn_session(cell, shape, w, threads, notes if notes is not None else [])
+        if sess is not None:
+            feed = {"X": x}
+
+            def ort_fn() -> None:
+                sess.run(None, feed)
+
+            err = max(err, rel_err(y_rk, sess.run(None, feed)[0][:, 0]))
     else:
         xt.requires_grad_(True)
 
@@ -403,10 +482,13 @@ def bench_grid_case(rk: Any, torch: Any, cell: str, mode: str, shape: Tuple[int,
         err = max(rel_err(g.dw_hh, mod.weight_hh_l0.grad.numpy()), rel_err(g.dw_ih, mod.weight_ih_l0.grad.numpy()),
                   rel_err(g.dx, xt.grad.numpy()))
 
-    res = interleaved([Participant("rnnkit", rk_fn), Participant("torch", th_fn, th_before)], samples, warmup)
+    parts = [Participant("rnnkit", rk_fn), Participant("torch", th_fn, th_before)]
+    if mode == "fwd" and sess is not None:
+        parts.append(Participant("ort", ort_fn))
+    res = interleaved(parts, samples, warmup, GRID_BLOCK_SECONDS)
     flops = forward_flops(T, N, C, H, G) * (3.0 if mode == "train" else 1.0)
     return {"cell": CELL_NAMES[cell], "mode": mode, "T": T, "N": N, "C": C, "H": H, "flops": flops,
-            "max_rel_err": err, "rnnkit_s": res["rnnkit"], "torch_s": res["torch"]}
+            "max_rel_err": err, "rnnkit_s": res["rnnkit"], "torch_s": res["torch"], "ort_s": res.get("ort")}
 
 
 def summarize_grid(row: Dict[str, Any], sgemm_gflops: Optional[float]) -> Dict[str, Any]:
@@ -418,6 +500,8 @@ def summarize_grid(row: Dict[str, Any], sgemm_gflops: Optional[float]) -> Dict[s
         "rnnkit_min_ms": min(row["rnnkit_s"]) * 1e3, "rnnkit_max_ms": max(row["rnnkit_s"]) * 1e3,
         "torch_min_ms": min(row["torch_s"]) * 1e3, "torch_max_ms": max(row["torch_s"]) * 1e3,
         "ratio": th_m / rk_m,
+        "ort_median_ms": None if not row.get("ort_s") else median(row["ort_s"]) * 1e3,
+        "ratio_ort": None if not row.get("ort_s") else median(row["ort_s"]) / rk_m,
         "rnnkit_gflops": gf, "torch_gflops": row["flops"] / th_m / 1e9,
         "sgemm_gflops": sgemm_gflops,
         "pct_sgemm": None if not sgemm_gflops else 100.0 * gf / sgemm_gflops,
@@ -751,6 +835,76 @@ def make_keras_fit(X: np.ndarray, Y: np.ndarray, batch: int, notes: List[str]) -
     return (lambda: model.fit(X, Y, **kw)), (lambda: model.fit(Xw, Yw, **kw))
 
 
+class KerasJaxWorker:
+    """Keras 3 on the JAX backend in a child process (a process has one Keras backend, and this
+    one's is torch), driven over a pipe so that its epochs interleave with the others'. The child
+    is pinned to ``threads`` CPUs (``os.sched_setaffinity``), which bounds XLA's thread pool."""
+
+    def __init__(self, n: int, batch: int, threads: int) -> None:
+        env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--_keras-jax-worker", f"{n},{batch},{threads}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        line = self._read()
+        if line != "ready":
+            self.close()
+            raise RuntimeError(f"Keras-JAX worker did not start: {line!r}")
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def epoch(self) -> None:
+        """One timed epoch in the child (warm-up included in the constructor)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("epoch\n")
+        self.proc.stdin.flush()
+        if self._read() != "done":
+            raise RuntimeError("Keras-JAX worker failed during an epoch")
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+
+
+def keras_jax_worker(spec: str) -> None:
+    """The child of ``KerasJaxWorker``: builds the seed model in Keras 3 (JAX backend), runs a
+    warm-up epoch (XLA compiles), then one epoch per ``epoch`` line on stdin."""
+    n, batch, threads = (int(v) for v in spec.split(","))
+    cpus = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, cpus)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import keras  # type: ignore[import-not-found]
+        assert keras.backend.backend() == "jax", keras.backend.backend()
+        X, _, Y = fit_data(n)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input(shape=(X.shape[1], X.shape[2])),
+            keras.layers.LSTM(64, return_sequences=True),
+            keras.layers.LSTM(32, return_sequences=True),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        kw = {"epochs": 1, "batch_size": batch, "verbose": 0, "shuffle": False}
+        model.fit(X, Y, **kw)  # compiles the train step for the full and the last batch
+    except Exception as e:  # reported to the parent as the first line
+        print(f"error {type(e).__name__}: {e}", flush=True)
+        return
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "epoch":
+            break
+        model.fit(X, Y, **kw)
+        print("done", flush=True)
+
+
 def make_torch_fit(torch: Any, X: np.ndarray, labels: np.ndarray, batch: int) -> Tuple[Callable[[], Any], Callable[[], Any]]:
     """(epoch, warm-up) callables for the seed model as a plain PyTorch loop: nn.LSTM x2 +
     nn.Linear, batch-first, Adam (Keras's defaults: lr 1e-3, eps 1e-7), cross-entropy averaged
@@ -794,8 +948,10 @@ def make_torch_fit(torch: Any, X: np.ndarray, labels: np.ndarray, batch: int) ->
     return (lambda: run(batches)), (lambda: run(batches[:2]))
 
 
-def bench_fit(rk: Any, torch: Any, n: int, epochs: int, batch: int, notes: List[str]) -> Dict[str, Any]:
-    """Seconds per epoch of the seed model for rnnkit, PyTorch and Keras(torch), interleaved."""
+def bench_fit(rk: Any, torch: Any, n: int, epochs: int, batch: int, threads: int,
+              notes: List[str]) -> Dict[str, Any]:
+    """Seconds per epoch of the seed model for rnnkit, PyTorch, Keras(torch) and Keras(JAX, in a
+    child process), interleaved epoch by epoch."""
     X, labels, Y = fit_data(n)
     parts: List[Participant] = []
     makers = [("rnnkit", lambda: make_rnnkit_fit(X, Y, batch, notes)),
@@ -808,13 +964,26 @@ def bench_fit(rk: Any, torch: Any, n: int, epochs: int, batch: int, notes: List[
         epoch, warm = made
         warm()  # builds the model and the optimizer state
         parts.append(Participant(name, epoch))
-    res = interleaved(parts, epochs, warmup=0)
+    worker: Optional[KerasJaxWorker] = None
+    try:
+        import jax  # noqa: F401  # type: ignore[import-not-found]
+        worker = KerasJaxWorker(n, batch, threads)
+        parts.append(Participant("keras_jax", worker.epoch))
+    except Exception as e:  # ImportError, or the child failed
+        notes.append(f"fit: Keras on JAX skipped ({type(e).__name__}: {e})")
+        log(f"NOTE: {notes[-1]}")
+    try:
+        res = interleaved(parts, epochs, warmup=0)
+    finally:
+        if worker is not None:
+            worker.close()
     med = {k: median(v) for k, v in res.items()}
     return {
         "samples": n, "T": 50, "C": 32, "batch": batch, "epochs_timed": epochs,
         "seconds": res, "median_s": med,
         "ratio_torch": ratio(med.get("torch"), med.get("rnnkit")),
         "ratio_keras": ratio(med.get("keras"), med.get("rnnkit")),
+        "ratio_keras_jax": ratio(med.get("keras_jax"), med.get("rnnkit")),
     }
 
 
@@ -1029,11 +1198,21 @@ def report(results: Dict[str, Any]) -> None:
             flag = "" if r["max_rel_err"] < 1e-3 else " !"
             rows.append([r["cell"], r["mode"], str(r["T"]), str(r["N"]), str(r["C"]), str(r["H"]), str(r["threads"]),
                          fmt(r["rnnkit_median_ms"], ".3f"), fmt(r["torch_median_ms"], ".3f"),
-                         fmt(r["ratio"], ".2f") + flag, fmt(r["rnnkit_gflops"], ".1f"), fmt(r["pct_sgemm"], ".0f"),
+                         fmt(r["ratio"], ".2f") + flag, fmt(r.get("ort_median_ms"), ".3f"), fmt(r.get("ratio_ort"), ".2f"),
+                         fmt(r["rnnkit_gflops"], ".1f"), fmt(r["pct_sgemm"], ".0f"),
                          f"{r['rnnkit_min_ms']:.3f}-{r['rnnkit_max_ms']:.3f}",
                          f"{r['torch_min_ms']:.3f}-{r['torch_max_ms']:.3f}"])
-        print_table(["cell", "mode", "T", "N", "C", "H", "thr", "rnnkit ms", "torch ms", "ratio",
-                     "GFLOP/s", "%sgemm", "rnnkit min-max", "torch min-max"], rows, "ll")
+        print_table(["cell", "mode", "T", "N", "C", "H", "thr", "rnnkit ms", "torch ms", "ratio", "ORT ms",
+                     "ratio ORT", "GFLOP/s", "%sgemm", "rnnkit min-max", "torch min-max"], rows, "ll")
+        by = {(r["cell"], r["mode"], r["T"], r["N"], r["C"], r["H"], r["threads"]): r for r in results["grid"]}
+        scal = [[k[0], k[1], "x".join(map(str, k[2:6])), fmt(by[k]["rnnkit_median_ms"], ".3f"),
+                 fmt(by[k[:6] + (2,)]["rnnkit_median_ms"], ".3f"),
+                 fmt(by[k]["rnnkit_median_ms"] / by[k[:6] + (2,)]["rnnkit_median_ms"], ".2f")]
+                for k in by if k[6] == 1 and k[:6] + (2,) in by]
+        if scal:
+            print("rnnkit, 1 thread against 2 (speed-up = 1-thread median / 2-thread median; the two "
+                  "thread counts run at different times)")
+            print_table(["cell", "mode", "TxNxCxH", "1 thr ms", "2 thr ms", "speed-up"], scal, "lll")
         bad = [r for r in results["grid"] if r["max_rel_err"] >= 1e-3]
         if bad:
             print(f"! {len(bad)} row(s) where rnnkit and torch outputs differ by a relative 1e-3 or more (see max_rel_err in the JSON)\n")
@@ -1098,7 +1277,7 @@ def report(results: Dict[str, Any]) -> None:
         print("End to end: seconds per epoch of fit (seed model LSTM(64)->LSTM(32)->Dense(10), batch 32, Adam)")
         rows = []
         for f in results["fit"]:
-            for lib in ("rnnkit", "torch", "keras"):
+            for lib in ("rnnkit", "torch", "keras", "keras_jax"):
                 if lib in f["seconds"]:
                     s = f["seconds"][lib]
                     r = ratio(median(s), f["median_s"].get("rnnkit")) if lib != "rnnkit" else None
@@ -1195,6 +1374,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="set OMP_WAIT_POLICY for both libraries (default: leave the environment alone); "
                         "'passive' avoids spin-wait stalls on a machine shared with other jobs")
     p.add_argument("--_memory-child", dest="memory_child", choices=("rnnkit", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--_keras-jax-worker", dest="keras_jax_worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.samples is None:
         args.samples = 3 if args.quick else 9
@@ -1220,6 +1400,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the selected sections and prints / writes the results."""
     args = parse_args(argv)
+    if args.keras_jax_worker:
+        keras_jax_worker(args.keras_jax_worker)
+        return 0
     if args.memory_child:
         memory_child(args.memory_child, args.threads[0])
         return 0
@@ -1259,7 +1442,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     for shape in shapes:
                         k += 1
                         log(f"[{k}/{total}] {CELL_NAMES[cell]} {mode} T,N,C,H={shape} threads={nt}")
-                        row = bench_grid_case(rnnkit, torch, cell, mode, shape, S, W)
+                        row = bench_grid_case(rnnkit, torch, cell, mode, shape, S, W, nt, notes)
                         row["threads"] = nt
                         rows.append(row)
             threads.set(nt)
@@ -1318,7 +1501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for nt in args.threads:
             log(f"fit, {n_fit} samples, {epochs} timed epoch(s) each, {nt} thread(s)")
             threads.set(nt)
-            f = bench_fit(rnnkit, torch, n_fit, epochs, 32, notes)
+            f = bench_fit(rnnkit, torch, n_fit, epochs, 32, nt, notes)
             f["threads"] = nt
             results["fit"].append(f)
 

@@ -12,10 +12,11 @@ namespace tuning {
 using Index = Eigen::Index;
 
 // ---- idle OpenMP workers --------------------------------------------------------------------------
-// libgomp's spin count before an idle worker sleeps is set to 1000 (instead of 300,000) when the
+// libgomp's spin count before an idle worker sleeps is set to 30,000 (instead of 300,000) when the
 // runtime loads, unless the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY: an environment variable,
 // so it lives with its measurements in src/python/rnnkit/_openmp.py (a NumPy sgemm right after
-// a kernel: 1.69x slower with the default, 1.02x with 1000; the kernels' own speed unchanged).
+// a kernel: 1.58-1.69x slower with the default, 1.05x with 30,000, 1.01x with 1000; the seed
+// model's fit epoch 1.11x faster with 30,000 than with 1000: fewer futex wake-ups).
 
 // ---- time loops (LoopPlan, core.h) --------------------------------------------------------------
 // By rows (each thread owns batch rows for the whole sequence, no barrier): when every thread gets
