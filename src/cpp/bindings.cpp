@@ -25,6 +25,7 @@
 #include "rnn.h"
 #include "rows.h"
 #include "stream.h"
+#include "train_step.h"
 
 namespace py = pybind11;
 using rnnkit::Index;
@@ -952,6 +953,139 @@ std::string simd_level() {
 
 }  // namespace
 
+// ----------------------------------- fused training step ----------------------------------------
+
+// An array in a list argument, used in place: exactly T, C-contiguous, aligned, of `shape`
+// (writeable when it receives a gradient). A list's items are not converted (a silent copy
+// would lose the gradients written into it).
+template <typename T>
+Arr<T> list_array(const py::handle& h, const std::vector<Index>& shape, const std::string& name,
+                  bool writeable) {
+  // (messages built only on failure: this runs for every weight of every batch)
+  if (!py::isinstance<py::array>(h))
+    throw std::invalid_argument(name + ": expected a NumPy array, got " +
+                                std::string(py::str(py::type::of(h).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw std::invalid_argument(name + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                                ", got " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(name + ": expected a C-contiguous array");
+  if (writeable && !a.writeable()) throw std::invalid_argument(name + ": expected a writeable array");
+  check_shape(a, shape, name.c_str());
+  return py::reinterpret_borrow<Arr<T>>(h);
+}
+
+// The fused step of rnnkit.models' recurrent stacks (train_step.h), built once per fit.
+//   kinds: "rnn" | "lstm" | "gru" per layer; units, activations, recurrent activations and
+//   return_sequences per layer.
+template <typename T>
+void def_trainer(py::module_& m, const char* name) {
+  using Trainer = rnnkit::StackTrainer<T>;
+  py::class_<Trainer>(m, name)
+      .def(py::init([](const std::vector<std::string>& kinds, const std::vector<Index>& units,
+                       const std::vector<std::string>& act, const std::vector<std::string>& rec,
+                       const std::vector<bool>& seq) {
+             const size_t L = kinds.size();
+             rnnkit::require(L >= 1 && units.size() == L && act.size() == L && rec.size() == L &&
+                                 seq.size() == L,
+                             "kinds, units, activations, recurrent_activations, return_sequences: "
+                             "expected one entry per layer (at least one layer)");
+             std::vector<rnnkit::StackLayer> layers(L);
+             for (size_t l = 0; l < L; ++l) {
+               const std::string& k = kinds[l];
+               rnnkit::require(k == "rnn" || k == "lstm" || k == "gru",
+                               "kinds[" + std::to_string(l) + "]: expected 'rnn', 'lstm' or 'gru', got '" + k + "'");
+               rnnkit::require(units[l] >= 1, "units[" + std::to_string(l) + "]: expected >= 1");
+               rnnkit::require(seq[l] || l + 1 == L,
+                               "return_sequences: every layer but the last must return sequences");
+               layers[l].kind = k == "rnn" ? rnnkit::CellKind::RNN
+                                : k == "lstm" ? rnnkit::CellKind::LSTM : rnnkit::CellKind::GRU;
+               layers[l].H = units[l];
+               layers[l].acts = parse_acts(act[l], rec[l]);
+               layers[l].return_sequences = seq[l];
+             }
+             return std::make_unique<Trainer>(std::move(layers));
+           }),
+           py::arg("kinds"), py::arg("units"), py::arg("activations"), py::arg("recurrent_activations"),
+           py::arg("return_sequences"))
+      .def(
+          "step",
+          [](Trainer& tr, const Arr<T>& x, const py::list& params, const Arr<T>& w, const OptArr<T>& b,
+             Arr<T>& dw, OptArr<T>& db, const OptArr<T>& y, const std::optional<py::array_t<std::int64_t, py::array::c_style>>& labels) {
+            const auto& layers = tr.layers();
+            const Index L = Index(layers.size());
+            rnnkit::require(x.ndim() == 3, "x: expected 3 dimensions [N, T, C], got " + std::to_string(x.ndim()));
+            check_aligned(x, "x");
+            const Index N = x.shape(0), Ts = x.shape(1), C = x.shape(2);
+            rnnkit::require(N >= 1 && Ts >= 1, "x: expected at least one sample and one step");
+            rnnkit::require(Index(py::len(params)) == L,
+                            "params: expected one entry per layer (" + std::to_string(L) + "), got " +
+                                std::to_string(py::len(params)));
+            std::vector<rnnkit::StackParams<T>> ps(L);
+            std::vector<Arr<T>> keep;  // references for the call's duration
+            Index Cl = C;
+            for (Index l = 0; l < L; ++l) {
+              const std::string pre = "params[" + std::to_string(l) + "]";
+              py::tuple t = py::reinterpret_borrow<py::tuple>(params[l]);
+              rnnkit::require(py::isinstance<py::tuple>(params[l]) && py::len(t) == 8,
+                              pre + ": expected a tuple (w_ih, w_hh, b_ih, b_hh, dw_ih, dw_hh, db_ih, db_hh)");
+              const Index GH = layers[l].gates() * layers[l].H, H = layers[l].H;
+              const char* names[8] = {"w_ih", "w_hh", "b_ih", "b_hh", "dw_ih", "dw_hh", "db_ih", "db_hh"};
+              const std::vector<Index> shapes[8] = {{GH, Cl}, {GH, H}, {GH}, {GH}, {GH, Cl}, {GH, H}, {GH}, {GH}};
+              T* ptrs[8] = {};
+              for (int i = 0; i < 8; ++i) {
+                if (t[i].is_none()) {
+                  rnnkit::require(i == 2 || i == 3 || i == 6 || i == 7, pre + "." + names[i] + ": expected an array, got None");
+                  continue;
+                }
+                keep.push_back(list_array<T>(t[i], shapes[i], pre + "." + names[i], i >= 4));
+                ptrs[i] = keep.back().mutable_data();
+              }
+              rnnkit::require((ptrs[2] == nullptr) == (ptrs[6] == nullptr) && (ptrs[3] == nullptr) == (ptrs[7] == nullptr),
+                              pre + ": a bias and its gradient must both be given or both be None");
+              ps[l] = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7]};
+              Cl = H;
+            }
+            rnnkit::require(w.ndim() == 2 && w.shape(0) == Cl,
+                            "w: expected shape [" + std::to_string(Cl) + ", K] (the output layer's kernel)");
+            const Index K = w.shape(1);
+            check_shape(w, {Cl, K}, "w");
+            check_opt(b, {K}, "b");
+            check_shape(dw, {Cl, K}, "dw");
+            check_opt(db, {K}, "db");
+            rnnkit::require(dw.writeable() && (!db || db->writeable()), "dw, db: expected writeable arrays");
+            rnnkit::require(bool(b) == bool(db), "b, db: both or neither");
+            rnnkit::require(bool(y) != bool(labels), "y, labels: expected exactly one of them");
+            const bool seq = layers.back().return_sequences;
+            const std::vector<Index> lead = seq ? std::vector<Index>{N, Ts} : std::vector<Index>{N};
+            rnnkit::StepTargets<T> tg;
+            if (y) {
+              std::vector<Index> ys = lead;
+              ys.push_back(K);
+              check_shape(*y, ys, "y");
+              tg.dense = y->data();
+            } else {
+              check_shape(*labels, lead, "labels");
+              const std::int64_t* lp = labels->data();
+              for (Index i = 0; i < labels->size(); ++i)
+                rnnkit::require(lp[i] >= 0 && lp[i] < K, "labels: expected class labels in [0, " +
+                                                             std::to_string(K) + "), got " + std::to_string(lp[i]));
+              tg.labels = lp;
+            }
+            KernelCall call;
+            rnnkit::StepResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = tr.step(N, Ts, C, x.data(), ps, w.data(), ptr(b), dw.mutable_data(), mptr(db), K, tg);
+            }
+            call.finish(r.completed);
+            return py::make_tuple(r.loss_sum, r.correct, r.rows);
+          },
+          py::arg("x").noconvert(), py::arg("params"), py::arg("w").noconvert(), py::arg("b").noconvert(),
+          py::arg("dw").noconvert(), py::arg("db").noconvert(), py::arg("y").noconvert() = py::none(),
+          py::arg("labels").noconvert() = py::none());
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnkit's compiled kernels (private: use rnnkit.functional).";
   {
@@ -977,6 +1111,8 @@ PYBIND11_MODULE(_core, m) {
   def_kernels<double>(m);
   def_stream<float>(m, "StreamF32");
   def_stream<double>(m, "StreamF64");
+  def_trainer<float>(m, "StackTrainerF32");
+  def_trainer<double>(m, "StackTrainerF64");
   m.def(
       "set_num_threads",
       [](long long n) {

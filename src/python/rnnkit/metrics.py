@@ -355,6 +355,20 @@ class Metric:
         for k in type(self)._state_attrs:
             setattr(self, k, np.array(state[k], dtype=np.float64, copy=True))
 
+    def merge_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Adds ``state`` (entries as :meth:`get_state` returns, e.g. the counts of a batch
+        computed elsewhere) to the running state: states of disjoint data add up.
+
+        Shapes
+        ------
+        As :meth:`get_state`.
+        """
+        mine = self.get_state()
+        if set(state) != set(mine):
+            raise ValueError(f"state: expected the entries {sorted(mine)} of {type(self).__name__}, "
+                             f"got {sorted(state)}")
+        self.set_state({k: mine[k] + np.asarray(v, dtype=np.float64) for k, v in state.items()})
+
     def __call__(self, y_true: Any, y_pred: Any, mask: Any = None, sample_weight: Any = None) -> Any:
         """The metric of one batch (does not touch the running state)."""
         fresh = copy.deepcopy(self)

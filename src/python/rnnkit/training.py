@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
+from rnnkit import fused
 from rnnkit import losses as _losses
 from rnnkit._blas import single_threaded_blas
 from rnnkit._checks import check_finite as _check_finite_arr
@@ -326,6 +327,22 @@ def _train_step(model: Any, batch: Batch, params: List[np.ndarray], grads: List[
     return value, nb, trace, masks
 
 
+def _fused_step(model: Any, sync: Any) -> Any:
+    """The compiled whole-batch step for ``model`` (``compile(jit_compile=...)``), or None."""
+    mode = getattr(model, "jit_compile", "auto")
+    if mode is False:
+        return None
+    if sync is not None:
+        if mode is True:
+            raise ValueError("jit_compile=True: distributed training runs layer by layer; compile with "
+                             "jit_compile='auto' or False")
+        return None
+    step, why = fused.plan(model)
+    if step is None and mode is True:
+        raise ValueError(f"jit_compile=True: this model cannot be trained as one compiled step: {why}")
+    return step
+
+
 def _update_metrics(model: Any, batch: Batch, outputs: List[np.ndarray], masks: List[Optional[np.ndarray]]) -> None:
     _, ys, ws = batch
     for m, k in zip(model.compiled_metrics, model.metric_outputs):
@@ -452,6 +469,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
     if seed is not None:
         _reseed_layers(model, rng, None if sync is None else sync.layer_seed_salt)
     params, grads = model.trainable_variables()
+    fused = _fused_step(model, sync)
     history = History()
     steps = train.steps
     cb_params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
@@ -486,7 +504,14 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = No
         try:
             for b, batch in enumerate(train.epoch(np.random.default_rng([base, epoch]))):
                 cbs.on_train_batch_begin(b)
-                value, nb, trace, masks = _train_step(model, batch, params, grads, sync)
+                done = fused.step(batch) if fused is not None else None
+                if done is not None:
+                    # one compiled call: gradients written, metrics updated (rnnkit.fused)
+                    value, nb = done
+                    trace = None
+                    model.optimizer.apply(grads, params)
+                else:
+                    value, nb, trace, masks = _train_step(model, batch, params, grads, sync)
                 if check and not math.isfinite(value):
                     raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch + 1}, "
                                              f"batch {b + 1}")

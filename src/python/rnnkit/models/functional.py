@@ -279,7 +279,7 @@ class Model(LayerCollection):
 
     # ---- Keras's training API -----------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
-                loss_weights: Any = None, check_finite: bool = False) -> None:
+                loss_weights: Any = None, check_finite: bool = False, jit_compile: Any = "auto") -> None:
         """Configures training.
 
         Parameters
@@ -300,7 +300,16 @@ class Model(LayerCollection):
         check_finite
             Reject NaN/inf in the inputs and targets of ``fit``/``evaluate``/``predict``, and
             stop with FloatingPointError when a training loss is not finite.
+        jit_compile
+            Keras's name for compiled training steps. ``"auto"`` (default): ``fit`` runs each
+            batch as one compiled C++ call when the model qualifies (:mod:`rnnkit.fused`: a
+            ``Sequential`` stack of ``LSTM``/``GRU``/``SimpleRNN`` layers under a softmax
+            ``Dense``, categorical cross-entropy, accuracy), else layer by layer. ``True``: the
+            same, but ``fit`` raises ValueError saying why when the model does not qualify.
+            ``False``: always layer by layer.
         """
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(f"jit_compile: expected 'auto', True or False, got {jit_compile!r}")
         if loss is None:
             raise ValueError("loss: compile needs a loss, got None")
         g = self._graph_for_compile()
@@ -333,6 +342,7 @@ class Model(LayerCollection):
         if dup or "loss" in mnames:
             raise ValueError(f"metrics: metric names must be unique and not 'loss', got {mnames}")
         self.check_finite = bool(check_finite)
+        self.jit_compile = jit_compile
         self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
 
     def _graph_for_compile(self) -> Optional[Graph]:
@@ -371,13 +381,14 @@ class Model(LayerCollection):
             else ser_metrics(mids)
         return {"loss": loss_cfg, "optimizer": _optimizers.serialize(self.optimizer),
                 "metrics": metric_cfg, "loss_weights": self._compile_args.get("loss_weights"),
-                "check_finite": self.check_finite}
+                "check_finite": self.check_finite, "jit_compile": self.jit_compile}
 
     def compile_from_config(self, config: Dict[str, Any]) -> None:
         """Inverse of :meth:`get_compile_config`."""
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]), loss=config["loss"],
                      metrics=config.get("metrics") or [], loss_weights=config.get("loss_weights"),
-                     check_finite=bool(config.get("check_finite", False)))
+                     check_finite=bool(config.get("check_finite", False)),
+                     jit_compile=config.get("jit_compile", "auto"))
 
     def fit(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
             verbose: Any = "auto", callbacks: Optional[Sequence[Callback]] = None,
