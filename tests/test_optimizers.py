@@ -533,3 +533,44 @@ def test_nadam_model_save_and_load_keeps_the_optimizer_state(rng, tmp_path):
     back.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
     for a, b in zip(model.get_weights(), back.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_adam_updates_all_variables_in_one_call_like_one_by_one():
+    """Adam's one-call update of every variable (_core.adam_update_many) equals the per-variable
+    kernel, and anything it cannot take (mixed dtypes, a strided view) falls back unchanged."""
+    import rnnkit
+    from rnnkit import _core
+
+    rng = np.random.default_rng(0)
+    for amsgrad in (False, True):
+        for make in (lambda s: rng.standard_normal(s),
+                     lambda s: rng.standard_normal(s).astype(np.float32)):
+            shapes = [(3, 4), (5,), (2, 2, 2)]
+            vars_a = [make(s) for s in shapes]
+            vars_b = [v.copy() for v in vars_a]
+            opt_a, opt_b = rnnkit.optimizers.Adam(amsgrad=amsgrad), rnnkit.optimizers.Adam(amsgrad=amsgrad)
+            for _ in range(3):
+                grads = [make(s) for s in shapes]
+                opt_a.apply(grads, vars_a)
+                opt_b._update_all = rnnkit.optimizers.Optimizer._update_all.__get__(opt_b)
+                opt_b.apply(grads, vars_b)
+            for a, b in zip(vars_a, vars_b):
+                np.testing.assert_array_equal(a, b)
+    # not every array usable: False, nothing touched
+    v = [np.ones(4, np.float32), np.ones(4)]
+    g = [np.ones(4, np.float32), np.ones(4)]
+    m = [np.zeros(4, np.float32), np.zeros(4)]
+    s = [np.zeros(4, np.float32), np.zeros(4)]
+    assert not _core.adam_update_many(v, g, m, s, None, 0.1, 0.9, 0.999, 1e-7)
+    assert (v[0] == 1).all() and (m[0] == 0).all()
+    strided = np.ones(8, np.float32)[::2]
+    assert not _core.adam_update_many([strided], [np.ones(4, np.float32)], [np.zeros(4, np.float32)],
+                                      [np.zeros(4, np.float32)], None, 0.1, 0.9, 0.999, 1e-7)
+    # a mixed list through the optimizer: the per-variable path, same result as separately
+    opt = rnnkit.optimizers.Adam()
+    opt.apply(g, v)
+    ref = [np.ones(4, np.float32), np.ones(4)]
+    for gi, ri in zip(g, ref):
+        rnnkit.optimizers.Adam().apply([gi], [ri])
+    for a, b in zip(v, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -864,6 +865,67 @@ void adam_update(Arr<T> var, const Arr<T>& grad, Arr<T> m, Arr<T> v, OptArr<T> v
                          v.mutable_data(), mptr(v_hat), T(alpha), T(b1), T(b2), T(eps));
 }
 
+// Whether `h` is a C-contiguous, aligned ndarray of T with `size` items (writeable if asked).
+template <typename T>
+T* usable(const py::handle& h, py::ssize_t size, bool writeable) {
+  if (!py::isinstance<py::array>(h)) return nullptr;
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<T>()) || !(a.flags() & py::array::c_style) || a.size() != size ||
+      (writeable && !a.writeable()) ||
+      reinterpret_cast<std::uintptr_t>(a.data()) % sizeof(T) != 0)
+    return nullptr;
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+template <typename T>
+bool adam_update_many_t(const py::list& vars, const py::list& grads, const py::list& ms,
+                        const py::list& vs, const py::object& v_hats, double alpha, double b1,
+                        double b2, double eps) {
+  const size_t n = py::len(vars);
+  const bool ams = !v_hats.is_none();
+  std::vector<std::array<T*, 5>> p(n);
+  std::vector<Index> sizes(n);
+  for (size_t i = 0; i < n; ++i) {
+    py::array v = py::reinterpret_borrow<py::array>(vars[i]);
+    const py::ssize_t size = v.size();
+    for (py::handle h : {grads[i], ms[i], vs[i]}) {
+      py::array a = py::reinterpret_borrow<py::array>(h);
+      if (!py::isinstance<py::array>(h) || a.ndim() != v.ndim() ||
+          !std::equal(a.shape(), a.shape() + a.ndim(), v.shape()))
+        return false;
+    }
+    p[i] = {usable<T>(vars[i], size, true), usable<T>(grads[i], size, false), usable<T>(ms[i], size, true),
+            usable<T>(vs[i], size, true), ams ? usable<T>(v_hats.cast<py::list>()[i], size, true) : nullptr};
+    if (!p[i][0] || !p[i][1] || !p[i][2] || !p[i][3] || (ams && !p[i][4])) return false;
+    sizes[i] = Index(size);
+  }
+  for (size_t i = 0; i < n; ++i)
+    rnnkit::adam_update<T>(sizes[i], p[i][0], p[i][1], p[i][2], p[i][3], p[i][4], T(alpha), T(b1),
+                           T(b2), T(eps));
+  return true;
+}
+
+// One Adam step over many variables in one call (torch's "foreach"): var, grad, m, v (v_hat)
+// lists of equal length. Returns False, touching nothing, unless every array is an aligned
+// C-contiguous float32 (or every one float64) ndarray of its variable's shape (writeable where
+// updated); the caller then updates variable by variable.
+bool adam_update_many(const py::list& vars, const py::list& grads, const py::list& ms,
+                      const py::list& vs, const py::object& v_hats, double alpha, double b1,
+                      double b2, double eps) {
+  const size_t n = py::len(vars);
+  if (py::len(grads) != n || py::len(ms) != n || py::len(vs) != n ||
+      (!v_hats.is_none() && (!py::isinstance<py::list>(v_hats) || py::len(v_hats) != n)))
+    return false;
+  if (n == 0) return true;
+  if (!py::isinstance<py::array>(vars[0])) return false;
+  const py::dtype dt = py::reinterpret_borrow<py::array>(vars[0]).dtype();
+  if (dt.is(py::dtype::of<float>()))
+    return adam_update_many_t<float>(vars, grads, ms, vs, v_hats, alpha, b1, b2, eps);
+  if (dt.is(py::dtype::of<double>()))
+    return adam_update_many_t<double>(vars, grads, ms, vs, v_hats, alpha, b1, b2, eps);
+  return false;
+}
+
 template <typename T>
 void def_kernels(py::module_& m) {
   m.def("adam_update", &adam_update<T>, py::arg("var").noconvert(), py::arg("grad").noconvert(),
@@ -1111,6 +1173,8 @@ PYBIND11_MODULE(_core, m) {
   def_kernels<double>(m);
   def_stream<float>(m, "StreamF32");
   def_stream<double>(m, "StreamF64");
+  m.def("adam_update_many", &adam_update_many, py::arg("vars"), py::arg("grads"), py::arg("m"),
+        py::arg("v"), py::arg("v_hat"), py::arg("alpha"), py::arg("b1"), py::arg("b2"), py::arg("eps"));
   def_trainer<float>(m, "StackTrainerF32");
   def_trainer<double>(m, "StackTrainerF64");
   m.def(
