@@ -6,7 +6,7 @@ float64, taken from ``x``); anything else raises ValueError/TypeError (no conver
 
 Shapes: ``T`` steps, ``N`` batch, ``C`` inputs, ``H`` hidden units, ``G`` gates (1, 4, 3).
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,6 +97,27 @@ def erf(x: Array) -> Array: ...
 # one Adam step in place; every array of var's shape
 def adam_update(var: Array, grad: Array, m: Array, v: Array, v_hat: Optional[Array], alpha: float,
                 b1: float, b2: float, eps: float) -> None: ...
+# the same over lists of variables in one call; False (nothing touched) unless every array is an
+# aligned C-contiguous ndarray of one float dtype and its variable's shape (writeable if updated)
+def adam_update_many(vars: List[Array], grads: List[Array], m: List[Array], v: List[Array],
+                     v_hat: Optional[List[Array]], alpha: float, b1: float, b2: float, eps: float) -> bool: ...
+
+class _StackTrainer:
+    """The fused training step of a recurrent stack under a softmax Dense (train_step.h).
+    kinds: 'rnn' | 'lstm' | 'gru' (reset_after) per layer; every layer but the last returns
+    sequences."""
+    def __init__(self, kinds: List[str], units: List[int], activations: List[str],
+                 recurrent_activations: List[str], return_sequences: List[bool]) -> None: ...
+    # x: [N, T, C] (batch-major); params: per layer (w_ih [G*H, C_l], w_hh [G*H, H], b_ih, b_hh
+    # [G*H] or None, then their gradient arrays, written in place); w: [H_L, K], b: [K] or None,
+    # dw, db alike; y: [N, T, K] / [N, K] or labels: int64 [N, T] / [N] (exactly one)
+    # -> (summed loss over the R rows, rows whose argmax matches, R)
+    def step(self, x: Array, params: List[Tuple[Optional[Array], ...]], w: Array, b: Optional[Array],
+             dw: Array, db: Optional[Array], y: Optional[Array] = None,
+             labels: Optional[NDArray[np.int64]] = None) -> Tuple[float, int, int]: ...
+
+class StackTrainerF32(_StackTrainer): ...
+class StackTrainerF64(_StackTrainer): ...
 
 class _Stream:
     """Streaming inference of one cell: weights packed once (in float32, bfloat16 or int8 with
