@@ -1299,18 +1299,24 @@ def plot(results: Dict[str, Any], path: str) -> None:
     values: List[float] = []
     colors: List[str] = []
     palette = {"LSTM": "tab:blue", "GRU": "tab:orange", "RNN": "tab:green", "stream": "tab:purple",
-               "fit": "tab:red", "memory": "tab:gray"}
+               "fit": "tab:red", "memory": "tab:gray", "ort": "tab:olive"}
     for r in results.get("grid", []):
         labels.append(f"{r['cell']} {r['mode']} {r['T']}x{r['N']}x{r['C']}x{r['H']} t{r['threads']}")
         values.append(r["ratio"])
         colors.append(palette[r["cell"]])
+    for r in results.get("grid", []):
+        if r.get("ratio_ort") is not None:
+            labels.append(f"vs ORT: {r['cell']} fwd {r['T']}x{r['N']}x{r['C']}x{r['H']} t{r['threads']}")
+            values.append(r["ratio_ort"])
+            colors.append(palette["ort"])
     for r in results.get("stream", []):
         if r["ratio"] is not None:
             labels.append(f"stream {r['cell']} {r['mode']} vs {r['torch_ref']}")
             values.append(r["ratio"])
             colors.append(palette["stream"])
     for f in results.get("fit", []):
-        for key, lib in (("ratio_torch", "PyTorch loop"), ("ratio_keras", "Keras(torch)")):
+        for key, lib in (("ratio_torch", "PyTorch loop"), ("ratio_keras", "Keras(torch)"),
+                         ("ratio_keras_jax", "Keras(JAX)")):
             if f.get(key) is not None:
                 labels.append(f"fit vs {lib} t{f['threads']}")
                 values.append(f[key])
@@ -1340,7 +1346,8 @@ def plot(results: Dict[str, Any], path: str) -> None:
     ax.minorticks_off()
     ax.axvline(1.0, color="black", lw=1)
     ax.axvline(2.0, color="black", lw=1, ls="--")
-    ax.set_xlabel("torch / rnnkit, log scale (median time, or peak memory; > 1: rnnkit better)")
+    ax.set_xlabel("other / rnnkit, log scale (median time, or peak memory; > 1: rnnkit better); "
+                  "torch unless the label names ONNX Runtime or Keras")
     m = results["meta"]
     ax.set_title(f"rnnkit {m['rnnkit']} vs torch {m['torch']}, {m['cpu_model']}, {m['date'][:10]}"
                  + (" (quick smoke run)" if m["quick"] else ""), fontsize=9)
