@@ -186,3 +186,19 @@ def test_trainer_rejects_bad_arrays():
         rnnkit._core.StackTrainerF32(["lstm", "gru"], [3, 3], ["tanh"] * 2, ["sigmoid"] * 2, [False, True])
     with pytest.raises(ValueError, match=r"kinds\[0\]: expected 'rnn', 'lstm' or 'gru', got 'conv'"):
         rnnkit._core.StackTrainerF32(["conv"], [3], ["tanh"], ["sigmoid"], [True])
+
+
+def test_functional_models_run_layer_by_layer():
+    from rnnkit.layers import Input
+    from rnnkit.models import Model
+
+    inp = Input(shape=(T, C))
+    out = Dense(K, activation="softmax")(LSTM(7, return_sequences=True)(inp))
+    m = Model(inp, out)
+    m.compile(loss="categorical_crossentropy", optimizer="adam", jit_compile=True)
+    assert m.stack_layers is None and build("auto").stack_layers is not None
+    step, why = fused.plan(m)
+    assert step is None and "Sequential" in why
+    x, y = data()
+    with pytest.raises(ValueError, match="Sequential"):
+        m.fit(x, y, epochs=1, batch_size=32, verbose=0)

@@ -66,11 +66,9 @@ def plan(model: Any) -> Tuple[Optional["FusedStep"], str]:
     last axis, ``sum_over_batch_size``); metrics none, ``'accuracy'`` or the matching accuracy class; float32 or
     float64 throughout.
     """
-    from rnnkit.models.sequential import Sequential  # the models package imports this module
-
-    if not isinstance(model, Sequential):
-        return None, "only Sequential models are fused"
-    layers = list(model.layers)
+    layers = getattr(model, "stack_layers", None)
+    if layers is None:
+        return None, "only Sequential models (plain stacks of layers) are fused"
     if len(layers) < 2:
         return None, "the model needs recurrent layers and a Dense output"
     *rec, out = layers

@@ -108,6 +108,12 @@ class Model(LayerCollection):
         return self.graph
 
     @property
+    def stack_layers(self) -> Optional[List[Layer]]:
+        """The layers in order when the model is a plain stack, each layer feeding the next
+        (a :class:`~rnnkit.models.Sequential`), else None (what :mod:`rnnkit.fused` fuses)."""
+        return None
+
+    @property
     def layers(self) -> List[Layer]:
         """The model's layers (each once, in topological order; input layers excluded)."""
         return [] if self.graph is None else list(self.graph.layers)

@@ -52,6 +52,11 @@ class Sequential(Model):
     def layers(self) -> List[Layer]:
         return list(self._stack)
 
+    @property
+    def stack_layers(self) -> Optional[List[Layer]]:
+        """The layers in order: a Sequential is a plain stack."""
+        return list(self._stack)
+
     def add(self, layer: Layer) -> None:
         """Appends a layer (built at once when the input shape is known)."""
         if not isinstance(layer, Layer):
