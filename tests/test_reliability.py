@@ -198,7 +198,10 @@ def test_set_num_threads_rejects_absurd_counts(restore_threads, bad):
 # ---- 3. Ctrl-C inside a kernel -------------------------------------------------------------------
 
 _INTERRUPT_CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # a child of a background job inherits SIGINT ignored (POSIX shells do that for `cmd &`), and
+    # Python then keeps it ignored: give it Python's own handler, as in an interactive program
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     import rnnkit
     from rnnkit import functional as F
