@@ -202,3 +202,14 @@ def test_functional_models_run_layer_by_layer():
     x, y = data()
     with pytest.raises(ValueError, match="Sequential"):
         m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+
+
+def test_metric_merge_state_adds_and_names_bad_entries():
+    from rnnkit import metrics
+
+    m = metrics.CategoricalAccuracy()
+    m.merge_state({"total": np.float64(3), "count": np.float64(4)})
+    m.merge_state({"total": 1.0, "count": 1.0})
+    assert m.result() == pytest.approx(0.8, abs=1e-15)
+    with pytest.raises(ValueError, match=r"expected the entries \['count', 'total'\].*got \['total'\]"):
+        m.merge_state({"total": 1.0})

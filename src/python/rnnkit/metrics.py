@@ -364,10 +364,9 @@ class Metric:
         As :meth:`get_state`.
         """
         mine = self.get_state()
-        if set(state) != set(mine):
-            raise ValueError(f"state: expected the entries {sorted(mine)} of {type(self).__name__}, "
-                             f"got {sorted(state)}")
-        self.set_state({k: mine[k] + np.asarray(v, dtype=np.float64) for k, v in state.items()})
+        # an entry missing from `state` adds nothing here, and set_state then names it
+        self.set_state({k: mine[k] + np.asarray(v, dtype=np.float64) if k in mine else v
+                        for k, v in state.items()})
 
     def __call__(self, y_true: Any, y_pred: Any, mask: Any = None, sample_weight: Any = None) -> Any:
         """The metric of one batch (does not touch the running state)."""
