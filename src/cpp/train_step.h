@@ -194,7 +194,7 @@ class StackTrainer {
  private:
   // Forward/backward buffers of one layer (grown, never shrunk).
   struct LayerBufs {
-    AlignedVec<T> y, S, Cs, gates, hn, dG, dGh, h0grad, c0grad;
+    AlignedVec<T> y, S, Cs, gates, hn, gh, dG, dGh, h0grad, c0grad;
   };
 
   static void grow(AlignedVec<T>& v, Index n) {
@@ -229,9 +229,9 @@ class StackTrainer {
       case CellKind::GRU: {
         grow(B.gates, TN * G * H);
         grow(B.hn, TN * H);
-        Mat<T> gh(d.N, G * H);
+        grow(B.gh, d.N * G * H);  // the per-step recurrent pre-activations: [N, 3H]
         return gru_forward<T>(d, x, nullptr, w, opt, B.y.data(),
-                              {B.S.data(), B.gates.data(), B.hn.data()}, gh.data());
+                              {B.S.data(), B.gates.data(), B.hn.data()}, B.gh.data());
       }
       default:  // the other kinds are streams' only (the binding refuses them here)
         return false;

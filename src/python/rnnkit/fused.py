@@ -16,7 +16,9 @@ epochs of Adam). :func:`plan` says why a model does not qualify; ``fit`` then ru
 per-layer path.
 
 Measured (``bench/fused_step.py``, the seed model LSTM(64) -> LSTM(32) -> Dense(10, softmax) on
-2048 x 50 x 32, batch 32, Adam): see that script's docstring and ``bench/README.md``.
+2048 x 50 x 32, batch 32, Adam, both paths alternating in one process, AMD EPYC Zen 4): 0.330 ->
+0.299 s per epoch on 1 thread (1.10x), 0.206 -> 0.172 s on 2 (1.20x); the fused epoch is within
+10-12% of the time its LSTM kernels alone take.
 """
 from __future__ import annotations
 
