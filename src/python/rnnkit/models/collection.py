@@ -75,3 +75,29 @@ class LayerCollection:
     def count_params(self) -> int:
         """The number of parameter entries of all layers."""
         return int(sum(layer.count_params() for layer in self.layers))
+
+    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
+        """Step-by-step inference of these layers (a chain; a container's layers in order): see
+        :class:`rnnkit.models.stream.ModelStream`; ``precision`` ('float32', 'bfloat16' or
+        'int8') is the recurrent layers' weights' (see :mod:`rnnkit.streaming`).
+
+        Shapes
+        ------
+        ``step``: x_t [N, C] -> [N, F];  ``run``: x [N, steps, C] -> [N, steps, F]
+        """
+        from rnnkit.models.stream import ModelStream
+
+        return ModelStream.from_model(self, batch_size, precision)
+
+    def quantize(self, precision: str = "int8", batch_size: int = 32) -> Any:
+        """An inference-only copy with the recurrent weights in ``precision`` ('int8' or
+        'bfloat16'), running batches of ``batch_size`` rows: see
+        :class:`rnnkit.models.quantized.QuantizedModel` (``predict`` only).
+
+        Shapes
+        ------
+        ``predict``: x [N, T, C] -> [N, T, F] (sequence outputs) or [N, F]
+        """
+        from rnnkit.models.quantized import QuantizedModel
+
+        return QuantizedModel(self, precision, batch_size)

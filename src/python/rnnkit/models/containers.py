@@ -105,25 +105,6 @@ class FeedForwardNetwork(LayerCollection):
                 break
         return d
 
-    def stream(self, batch_size: int = 1, precision: str = "float32") -> Any:
-        """Step-by-step inference of these layers: see :class:`rnnkit.models.stream.ModelStream`."""
-        from rnnkit.models.stream import ModelStream
-
-        return ModelStream.from_model(self, batch_size, precision)
-
-    def quantize(self, precision: str = "int8", batch_size: int = 32) -> Any:
-        """An inference-only copy with the recurrent weights in ``precision`` ('int8' or
-        'bfloat16'), running batches of ``batch_size`` rows: see
-        :class:`rnnkit.models.quantized.QuantizedModel` (``predict`` only).
-
-        Shapes
-        ------
-        ``predict``: x [N, T, C] -> [N, T, F] (sequence outputs) or [N, F]
-        """
-        from rnnkit.models.quantized import QuantizedModel
-
-        return QuantizedModel(self, precision, batch_size)
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} layers={[layer.name for layer in self.layers]}>"
 
